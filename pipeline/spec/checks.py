@@ -1,0 +1,215 @@
+"""Rules of mlops.yaml that a JSON Schema cannot say: names, references, traffic, paths, secrets.
+
+Each check reads the raw parsed data defensively (the schema may have failed elsewhere in the
+file) and yields (position, message), so that every mistake of a file is reported at once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pipeline.spec.model import ModelRef
+from pipeline.spec.schema import did_you_mean, dotted
+from pipeline.spec.yamlsource import Source
+
+Found = Iterator[tuple[tuple[int, int], str]]
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+VAR_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_SECRET_NAME = re.compile(
+    r"(passw(or)?d|secret|token|api[_-]?key|access[_-]?key|credential|private[_-]?key|auth)", re.I)
+# Shapes of well-known credentials: refused as literals anywhere a value is given.
+_CREDENTIAL = re.compile(
+    r"(AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}|glpat-[A-Za-z0-9_-]{20,}"
+    r"|xox[abprs]-[A-Za-z0-9-]{10,}|sk-[A-Za-z0-9_-]{20,}|-----BEGIN [A-Z ]*PRIVATE KEY-----)")
+MAX_MIRROR = 50
+
+
+def _mapping(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def check(source: Source, root: Path) -> Found:
+    data = _mapping(source.data)
+    yield from _names(source, data)
+    yield from _references(source, data)
+    yield from _traffic(source, data)
+    yield from _paths(source, data, root)
+    yield from _environments(source, data)
+    yield from _secrets(source, data)
+    registry = data.get("registry")
+    if isinstance(registry, str) and "://" in registry:
+        yield (source.at(("registry",)),
+               f"registry: '{registry}' is a URI; this version supports only the embedded registry "
+               "(a folder path such as .mlops/registry)")
+
+
+def _names(source: Source, data: dict) -> Found:
+    def bad(path: tuple, name: str):
+        if not DNS_LABEL.match(name) or len(name) > 63:
+            yield (source.at(path, key=True),
+                   f"{dotted(path)}: '{name}' is not a valid name; use lowercase letters, digits and "
+                   "'-' (a DNS-1123 label, at most 63 characters, starting and ending with a letter or "
+                   "digit) because it becomes a container and Kubernetes name")
+
+    for section in ("models", "environments", "targets", "endpoints"):
+        for name in _mapping(data.get(section)):
+            yield from bad((section, name), name)
+    for endpoint, spec in _mapping(data.get("endpoints")).items():
+        for deployment in _mapping(_mapping(spec).get("deployments")):
+            yield from bad(("endpoints", endpoint, "deployments", deployment), deployment)
+
+
+def _unknown(source: Source, path: tuple, kind: str, name: str, known) -> tuple[tuple[int, int], str]:
+    hint = did_you_mean(name, known) or (
+        f" (defined: {', '.join(sorted(known))})" if known else f" (no {kind}s are defined)")
+    return (source.at(path), f"{dotted(path)}: unknown {kind} '{name}'{hint}")
+
+
+def _references(source: Source, data: dict) -> Found:
+    models = _mapping(data.get("models"))
+    environments = _mapping(data.get("environments"))
+    targets = _mapping(data.get("targets"))
+    for endpoint, spec in _mapping(data.get("endpoints")).items():
+        spec = _mapping(spec)
+        target = spec.get("target")
+        target_type = _mapping(targets.get(target)).get("type")
+        if isinstance(target, str) and target not in targets:
+            yield _unknown(source, ("endpoints", endpoint, "target"), "target", target, targets)
+        for name, deployment in _mapping(spec.get("deployments")).items():
+            deployment = _mapping(deployment)
+            base = ("endpoints", endpoint, "deployments", name)
+            ref = deployment.get("model")
+            if isinstance(ref, str):
+                try:
+                    model = ModelRef.parse(ref).name
+                except ValueError:
+                    model = None  # the schema reports the format
+                if model and model not in models:
+                    yield _unknown(source, base + ("model",), "model", model, models)
+            environment = deployment.get("environment")
+            if isinstance(environment, str) and environment not in environments:
+                yield _unknown(source, base + ("environment",), "environment", environment, environments)
+            if environment is None and target_type in ("docker", "kubernetes"):
+                yield (source.at(base, key=True),
+                       f"{dotted(base)}: needs an 'environment' because target '{target}' is "
+                       f"{target_type} (an image is built from it)")
+
+
+def _traffic(source: Source, data: dict) -> Found:
+    for endpoint, spec in _mapping(data.get("endpoints")).items():
+        spec = _mapping(spec)
+        deployments = _mapping(spec.get("deployments"))
+        base = ("endpoints", endpoint)
+        live = _mapping(spec.get("traffic"))
+        mirror = _mapping(spec.get("mirror_traffic"))
+        for field, table, limit in (("traffic", live, 100), ("mirror_traffic", mirror, MAX_MIRROR)):
+            for name, percent in table.items():
+                path = base + (field, name)
+                if name not in deployments:
+                    yield _unknown(source, path, "deployment", name, deployments)
+                if isinstance(percent, int) and not isinstance(percent, bool) and not 0 <= percent <= limit:
+                    why = " (a mirror copies at most 50% of requests)" if field == "mirror_traffic" else ""
+                    yield (source.at(path), f"{dotted(path)}: {percent} must be between 0 and {limit}{why}")
+        values = [v for v in live.values() if isinstance(v, int) and not isinstance(v, bool)]
+        if "traffic" in spec and len(values) == len(live) and sum(values) not in (0, 100):
+            yield (source.at(base + ("traffic",)),
+                   f"{dotted(base + ('traffic',))}: percentages add up to {sum(values)}; they must add up "
+                   "to 100 (or all be 0 to send no traffic)")
+        if "traffic" not in spec and len(deployments) > 1:
+            yield (source.at(base, key=True),
+                   f"{dotted(base)}: has {len(deployments)} deployments but no 'traffic'; say how requests "
+                   f"are split, like traffic: {{{', '.join(f'{d}: ...' for d in deployments)}}}")
+        for name, percent in mirror.items():
+            if percent and live.get(name):
+                yield (source.at(base + ("mirror_traffic", name)),
+                       f"{dotted(base + ('mirror_traffic', name))}: '{name}' receives live traffic "
+                       f"({live[name]}%); a deployment is either live or a mirror, not both")
+        mirrored = [v for v in mirror.values() if isinstance(v, int) and not isinstance(v, bool)]
+        if sum(mirrored) > MAX_MIRROR and all(0 <= v <= MAX_MIRROR for v in mirrored):
+            yield (source.at(base + ("mirror_traffic",)),
+                   f"{dotted(base + ('mirror_traffic',))}: mirrors add up to {sum(mirrored)}%; at most "
+                   f"{MAX_MIRROR}% of requests can be mirrored")
+
+
+def _path_fields(data: dict) -> Iterator[tuple[tuple, str, bool]]:
+    """(path in the file, the path value, whether it must be a file) for every path field."""
+    for name, model in _mapping(data.get("models")).items():
+        for field, must_be_file in (("path", False), ("baseline", True)):
+            value = _mapping(model).get(field)
+            if isinstance(value, str):
+                yield ("models", name, field), value, must_be_file
+    for name, env in _mapping(data.get("environments")).items():
+        for field in ("requirements", "conda_file", "dockerfile"):
+            value = _mapping(env).get(field)
+            if isinstance(value, str):
+                yield ("environments", name, field), value, True
+
+
+def _paths(source: Source, data: dict, root: Path) -> Found:
+    top = root.resolve()
+    for path, value, must_be_file in _path_fields(data):
+        where = source.at(path)
+        here = dotted(path)
+        relative = Path(value)
+        if relative.is_absolute():
+            yield where, f"{here}: '{value}' is absolute; use a path relative to the folder of mlops.yaml"
+            continue
+        if ".." in relative.parts:
+            yield where, f"{here}: '{value}' contains '..'; paths must stay inside the repository"
+            continue
+        full = root / relative
+        if not full.resolve().is_relative_to(top):
+            yield where, f"{here}: '{value}' goes through a symlink that points outside the repository"
+        elif not full.exists():
+            yield where, f"{here}: '{value}' does not exist (relative to the folder of {source.file})"
+        elif must_be_file and not full.is_file():
+            yield where, f"{here}: '{value}' is a folder; a file is expected"
+
+
+def _environments(source: Source, data: dict) -> Found:
+    for name, env in _mapping(data.get("environments")).items():
+        env = _mapping(env)
+        given = [f for f in ("requirements", "conda_file", "dockerfile") if f in env]
+        if len(given) > 1:
+            path = ("environments", name, given[1])
+            yield (source.at(path, key=True),
+                   f"{dotted(path)}: give only one of requirements, conda_file or dockerfile "
+                   f"(found {' and '.join(given)})")
+        if "dockerfile" in env and "base_image" in env:
+            path = ("environments", name, "base_image")
+            yield (source.at(path, key=True),
+                   f"{dotted(path)}: a dockerfile sets its own base image (FROM); remove base_image")
+
+
+def _secret_fields(data: dict) -> Iterator[tuple[tuple, str, Any]]:
+    for endpoint, spec in _mapping(data.get("endpoints")).items():
+        for name, deployment in _mapping(_mapping(spec).get("deployments")).items():
+            variables = _mapping(_mapping(deployment).get("environment_variables"))
+            for key, value in variables.items():
+                yield ("endpoints", endpoint, "deployments", name, "environment_variables", key), key, value
+    for name, target in _mapping(data.get("targets")).items():
+        for key, value in _mapping(_mapping(target).get("settings")).items():
+            yield ("targets", name, "settings", key), key, value
+
+
+def _secrets(source: Source, data: dict) -> Found:
+    for path, key, value in _secret_fields(data):
+        if not isinstance(value, str):
+            continue
+        here = dotted(path)
+        leftover = VAR_REF.sub("", value)
+        if "${" in leftover:
+            yield (source.at(path),
+                   f"{here}: malformed variable reference; write ${{NAME}} with letters, digits and '_'")
+        elif _CREDENTIAL.search(value):
+            yield (source.at(path),
+                   f"{here}: the value looks like a credential; never commit secrets, "
+                   f"reference an environment variable instead, like ${{{key.upper()}}}")
+        elif _SECRET_NAME.search(key) and leftover.strip():
+            yield (source.at(path),
+                   f"{here}: '{key}' holds a secret, so its value must be an environment variable "
+                   f"reference like ${{{key.upper()}}}, not a literal (resolved when applied, never printed)")

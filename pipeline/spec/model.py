@@ -1,0 +1,160 @@
+"""The desired state read from mlops.yaml, as frozen dataclasses with every default applied.
+
+These are plain values: the planner compares them, the targets receive them. Secrets stay as
+``${VAR}`` references here; they are resolved only when a deployment is applied.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+FLAVORS = ("sklearn", "onnx", "python", "mlflow")
+TARGET_TYPES = ("local", "docker", "kubernetes")
+ROLLING_RATES = ("minute", "hour", "day")
+AUTH_MODES = ("key", "none")
+
+_REF = re.compile(r"^(?P<name>[a-z0-9]([-a-z0-9]*[a-z0-9])?)(:(?P<version>[1-9][0-9]*))?$")
+
+
+@dataclass(frozen=True, order=True)
+class ModelRef:
+    """``name`` (the content at the model's path in this commit) or ``name:3`` (pinned version)."""
+
+    name: str
+    version: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ModelRef:
+        match = _REF.match(text)
+        if not match:
+            raise ValueError(f"{text!r} is not a model reference; expected NAME or NAME:VERSION")
+        version = match.group("version")
+        return cls(match.group("name"), int(version) if version else None)
+
+    def __str__(self) -> str:
+        return self.name if self.version is None else f"{self.name}:{self.version}"
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    path: str  # relative to the repository root
+    flavor: str
+    description: str = ""
+    tags: Mapping[str, str] = field(default_factory=dict)
+    baseline: str | None = None  # reference data (CSV or JSON lines) for drift
+
+
+@dataclass(frozen=True)
+class Environment:
+    name: str
+    python: str = "3.11"
+    requirements: str | None = None
+    conda_file: str | None = None
+    dockerfile: str | None = None
+    base_image: str | None = None  # None: the target's default (an official slim Python image)
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    type: str
+    host: str | None = None  # docker: engine URL (default DOCKER_HOST)
+    context: str | None = None  # kubernetes: kubeconfig context
+    namespace: str | None = None  # kubernetes
+    image_repository: str | None = None  # where built images are pushed
+    base_image: str | None = None  # default base image for environments built for this target
+    settings: Mapping[str, str] = field(default_factory=dict)  # may hold ${VAR} secrets
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Azure ML probe settings, in seconds."""
+
+    initial_delay: float = 0.0
+    period: float = 1.0
+    timeout: float = 2.0
+    success_threshold: int = 1
+    failure_threshold: int = 30
+
+
+@dataclass(frozen=True)
+class RequestSettings:
+    request_timeout_ms: int = 5000
+    max_concurrent_requests_per_instance: int = 16
+    max_queue_wait_ms: int = 500
+    max_body_bytes: int = 10 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class DataCollector:
+    enabled: bool = False
+    sampling_rate: float = 1.0
+    rolling_rate: str = "hour"
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu: float | None = None  # cores
+    memory: str | None = None  # e.g. "512Mi", "1Gi"
+
+
+@dataclass(frozen=True)
+class Deployment:
+    name: str
+    endpoint: str
+    model: ModelRef
+    environment: str | None = None
+    instance_count: int = 1
+    environment_variables: Mapping[str, str] = field(default_factory=dict)
+    request_settings: RequestSettings = RequestSettings()
+    data_collector: DataCollector = DataCollector()
+    liveness_probe: Probe = Probe()
+    readiness_probe: Probe = Probe()
+    resources: Resources = Resources()
+
+    @property
+    def key(self) -> str:
+        return f"{self.endpoint}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    target: str
+    auth_mode: str = "key"
+    traffic: Mapping[str, int] = field(default_factory=dict)
+    mirror_traffic: Mapping[str, int] = field(default_factory=dict)
+    deployments: Mapping[str, Deployment] = field(default_factory=dict)
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Spec:
+    """The whole desired state of one repository."""
+
+    root: Path  # the folder that holds mlops.yaml; every path is relative to it
+    file: str  # the file name as the user gave it (for messages)
+    version: int
+    registry: str
+    prune: bool
+    models: Mapping[str, Model]
+    environments: Mapping[str, Environment]
+    targets: Mapping[str, Target]
+    endpoints: Mapping[str, Endpoint]
+    # JSON-path-like location ("endpoints.iris.deployments.blue") -> (line, column), for messages
+    positions: Mapping[str, tuple[int, int]] = field(default_factory=dict, compare=False, repr=False)
+
+    def where(self, path: str) -> str:
+        """``mlops.yaml:12:5`` for a location in the file, or just the file name."""
+        line, column = self.positions.get(path, (0, 0))
+        return f"{self.file}:{line}:{column}" if line else self.file
+
+    def deployments(self) -> list[Deployment]:
+        return [d for e in self.endpoints.values() for d in e.deployments.values()]
+
+    def registry_path(self) -> Path:
+        return (self.root / self.registry).resolve()

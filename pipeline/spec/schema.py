@@ -1,0 +1,119 @@
+"""The JSON Schema of mlops.yaml (draft 2020-12) and its errors turned into user messages.
+
+Validation uses the ``jsonschema`` library; this module only words its errors for people:
+where (the offending key or value), what was expected, and "did you mean …?" for typos.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import json
+from importlib import resources
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+from pipeline.spec.yamlsource import Source
+
+_TYPE_NAMES = {"string": "a string", "integer": "an integer", "number": "a number",
+               "boolean": "true or false", "object": "a mapping", "array": "a list", "null": "null"}
+
+# Wording for patterns, by the name of the field they constrain.
+_PATTERN_HINTS = {
+    "model": "a model reference NAME or NAME:VERSION (lowercase letters, digits and '-'; version 1 or more)",
+    "python": 'a Python version like "3.11" (quote it: YAML reads 3.10 as the number 3.1)',
+    "memory": "a size like 512Mi or 2Gi",
+}
+
+
+@functools.cache
+def schema() -> dict[str, Any]:
+    """The schema shipped inside the package (also printed by ``mlops schema``)."""
+    text = resources.files("pipeline.spec").joinpath("mlops.schema.json").read_text("utf-8")
+    return json.loads(text)
+
+
+@functools.cache
+def _validator() -> Draft202012Validator:
+    return Draft202012Validator(schema())
+
+
+def dotted(path: tuple) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    for name, kind in (("string", str), ("integer", int), ("number", float), ("object", dict),
+                       ("array", list)):
+        if isinstance(value, kind):
+            return name
+    return "null" if value is None else type(value).__name__
+
+
+def closest(word: str, choices) -> str | None:
+    """The choice a typo most likely meant, if any is close enough."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def did_you_mean(word: str, choices) -> str:
+    close = closest(word, choices)
+    return f"; did you mean '{close}'?" if close else ""
+
+
+def validate(source: Source) -> list[tuple[tuple[int, int], str]]:
+    """Every schema violation of the parsed file as (position, message)."""
+    return [item for error in _validator().iter_errors(source.data) for item in _explain(error, source)]
+
+
+def _explain(error: ValidationError, source: Source) -> list[tuple[tuple[int, int], str]]:
+    path = tuple(error.absolute_path)
+    where = dotted(path)
+    value = error.instance
+    kind = error.validator
+    if kind == "additionalProperties" and error.schema.get("additionalProperties") is False:
+        allowed = sorted(error.schema.get("properties", {}))
+        extras = [k for k in value if k not in error.schema.get("properties", {})]
+        return [
+            (source.at(path + (key,), key=True),
+             f"unknown key '{key}' in {where}{did_you_mean(key, allowed)}"
+             + ("" if did_you_mean(key, allowed) else f" (allowed: {', '.join(allowed)})"))
+            for key in extras
+        ]
+    if kind == "required":
+        properties = error.schema.get("properties", {})
+        misspelt = {closest(k, properties) for k in value if k not in properties}
+        # a misspelt key already gets "unknown key …; did you mean"; don't report it missing too
+        missing = [k for k in error.validator_value if k not in value and k not in misspelt]
+        return [(source.at(path, key=True), f"{where}: missing required key '{k}'") for k in missing]
+    position = source.at(path)
+    if kind == "enum":
+        options = ", ".join(str(o) for o in error.validator_value)
+        return [(position, f"{where}: '{value}' is not one of {options}"
+                 f"{did_you_mean(value, error.validator_value)}")]
+    if kind == "const" and path == ("version",):
+        return [(position, f"version: unsupported format version {value!r}; this mlops reads version 1")]
+    if kind == "type":
+        expected = error.validator_value
+        expected = [expected] if isinstance(expected, str) else expected
+        wanted = " or ".join(_TYPE_NAMES.get(t, t) for t in expected)
+        hint = ""
+        if path and path[-1] == "python" and isinstance(value, float):
+            hint = ' (quote it, like "3.11": YAML reads 3.10 as the number 3.1)'
+        return [(position, f"{where}: expected {wanted}, got {_type_name(value)} {value!r}{hint}")]
+    if kind == "pattern":
+        field = str(path[-1]) if path else ""
+        wanted = _PATTERN_HINTS.get(field, f"text matching {error.validator_value}")
+        return [(position, f"{where}: '{value}' is not {wanted}")]
+    if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        sign = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[kind]
+        return [(position, f"{where}: {value!r} must be {sign} {error.validator_value}")]
+    if kind == "minProperties" and path and path[-1] == "deployments":
+        return [(position, f"{where}: an endpoint needs at least one deployment")]
+    if kind == "minLength":
+        return [(position, f"{where}: must not be empty")]
+    return [(position, f"{where}: {error.message}")]
