@@ -1,0 +1,93 @@
+"""One apply at a time per state folder: a lock file that says who holds it.
+
+The lock is a file created with O_EXCL (atomic on every local filesystem), holding the holder's
+user, host, pid, start time and a random id. A second apply waits up to its timeout and then fails
+naming the holder; a holder whose pid is dead on this host is reported as such, and
+``mlops force-unlock ID`` releases it, but only with the right id (as Terraform does).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+
+from pipeline.errors import LockError
+
+POLL_SECONDS = 0.2
+
+
+class StateLock:
+    def __init__(self, state_dir: Path, operation: str = "apply"):
+        self.path = state_dir / "lock.json"
+        self.operation = operation
+        self.id: str | None = None
+
+    def holder(self) -> dict | None:
+        try:
+            return json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            return {"id": "?", "note": "unreadable lock file"}
+
+    def acquire(self, timeout: float = 30.0) -> StateLock:
+        info = {"id": uuid.uuid4().hex[:12], "operation": self.operation, "user": getpass.getuser(),
+                "host": socket.gethostname(), "pid": os.getpid(),
+                "created": datetime.now(UTC).isoformat(timespec="seconds")}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                if time.monotonic() >= deadline:
+                    raise LockError(self._held_message(timeout)) from None
+                time.sleep(POLL_SECONDS)
+                continue
+            with os.fdopen(fd, "w") as handle:
+                json.dump(info, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            self.id = info["id"]
+            return self
+
+    def _held_message(self, timeout: float) -> str:
+        holder = self.holder() or {}
+        who = (f"{holder.get('operation', 'an operation')} by {holder.get('user')}@{holder.get('host')} "
+               f"(pid {holder.get('pid')}, since {holder.get('created')}, lock id {holder.get('id')})")
+        message = f"the state is locked by {who}; waited {timeout:g} s"
+        if holder.get("host") == socket.gethostname() and not psutil.pid_exists(holder.get("pid", -1)):
+            message += (f". That process is no longer running on this host: if no apply is in progress, "
+                        f"release the lock with `mlops force-unlock {holder.get('id')}`")
+        return message
+
+    def release(self) -> None:
+        holder = self.holder()
+        if self.id and holder and holder.get("id") == self.id:
+            self.path.unlink(missing_ok=True)
+        self.id = None
+
+    def force_unlock(self, lock_id: str) -> dict:
+        """Remove a lock left by a dead apply; only the holder's exact id releases it."""
+        holder = self.holder()
+        if holder is None:
+            raise LockError("the state is not locked")
+        if holder.get("id") != lock_id:
+            raise LockError(f"lock id '{lock_id}' does not match the holder's id; the lock is held by "
+                            f"{holder.get('user')}@{holder.get('host')} pid {holder.get('pid')}")
+        self.path.unlink(missing_ok=True)
+        return holder
+
+    def __enter__(self) -> StateLock:
+        return self if self.id else self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

@@ -1,0 +1,86 @@
+"""The actual state, as observed from the registry, the working tree and the targets.
+
+Plain frozen values: observers (registry, targets, builder) produce them, the pure planner
+consumes them. ``Actual.digest()`` fingerprints what a plan was made against, so that a saved
+plan applied later can be refused when the world has moved on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# Deployment states a target reports.
+RUNNING = "running"  # every instance alive and ready
+DEGRADED = "degraded"  # some instances down or not ready
+STOPPED = "stopped"  # known to mlops, but no instance runs
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """What the registry holds for one model name: version numbers by content digest."""
+
+    name: str
+    versions: Mapping[int, str] = field(default_factory=dict)  # version -> digest (not archived)
+    flavor: str | None = None
+
+    def version_of(self, digest: str) -> int | None:
+        return next((v for v, d in self.versions.items() if d == digest), None)
+
+
+@dataclass(frozen=True)
+class ObservedDeployment:
+    """A deployment as a target sees it, read back from the target's own records or labels."""
+
+    endpoint: str
+    name: str
+    target: str
+    model: str  # "name:version"
+    environment: str | None = None
+    image: str | None = None  # image reference (docker, kubernetes) or None (local)
+    instance_count: int = 1
+    ready_instances: int = 0
+    settings_digest: str = ""  # fingerprint of the settings it was started with
+    status: str = RUNNING
+    detail: Mapping[str, Any] = field(default_factory=dict, compare=False)  # pids, urls: not compared
+
+    @property
+    def key(self) -> str:
+        return f"{self.endpoint}/{self.name}"
+
+
+@dataclass(frozen=True)
+class ObservedEndpoint:
+    name: str
+    target: str
+    url: str | None = None
+    auth_mode: str = "key"
+    traffic: Mapping[str, int] = field(default_factory=dict)
+    mirror_traffic: Mapping[str, int] = field(default_factory=dict)
+    status: str = RUNNING
+
+
+@dataclass(frozen=True)
+class Actual:
+    """Everything the planner needs to know about the world outside mlops.yaml."""
+
+    models: Mapping[str, RegisteredModel] = field(default_factory=dict)
+    # digest of the files now at each declared model's path (the content a plain NAME reference means)
+    model_contents: Mapping[str, str] = field(default_factory=dict)
+    # build digest of each environment, per target type that builds images ({"docker": {"sklearn": d}})
+    environment_digests: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    images: frozenset[str] = frozenset()  # image references that already exist where they are needed
+    endpoints: Mapping[str, ObservedEndpoint] = field(default_factory=dict)
+    deployments: Mapping[str, ObservedDeployment] = field(default_factory=dict)  # by "endpoint/name"
+
+    def digest(self) -> str:
+        """A fingerprint of the compared facts (``detail`` such as pids is left out)."""
+        data = asdict(self)
+        for deployment in data["deployments"].values():
+            deployment.pop("detail", None)
+        data["images"] = sorted(self.images)
+        text = json.dumps(data, sort_keys=True, default=str)
+        return "sha256:" + hashlib.sha256(text.encode()).hexdigest()

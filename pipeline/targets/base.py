@@ -1,0 +1,119 @@
+"""The ``Target`` protocol: where deployments run (this machine, a Docker engine, a cluster).
+
+A target observes what runs (read back from its own records or labels, so drift made by hand is
+visible), and deploys, updates, deletes and routes traffic. ``deploy`` is a rolling replacement:
+start the new instances, wait until they are ready (``HealthCheckFailed`` otherwise, the old ones
+still serving), switch the endpoint's router, then stop the old ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from pipeline.spec.model import Deployment, Endpoint
+from pipeline.state import ObservedDeployment, ObservedEndpoint
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A registered model version, materialized and verified on this machine."""
+
+    name: str
+    version: int
+    digest: str
+    flavor: str
+    path: Path  # read-only folder with the version's files
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.version}"
+
+
+@dataclass(frozen=True)
+class DeployRequest:
+    """Everything a target needs to start or replace one deployment."""
+
+    endpoint: Endpoint
+    deployment: Deployment
+    model: ResolvedModel
+    environment_variables: Mapping[str, str] = field(default_factory=dict)  # secrets resolved
+    image: str | None = None  # built image for targets that run images
+    settings_digest: str = ""
+
+
+def settings_digest(endpoint: Endpoint, deployment: Deployment) -> str:
+    """Fingerprint of the settings that require restarting a deployment when they change.
+
+    Secrets are fingerprinted as their ``${VAR}`` references, never their values.
+    """
+    data = asdict(deployment)
+    for key in ("name", "endpoint", "model", "environment"):
+        data.pop(key)
+    data["auth_mode"] = endpoint.auth_mode
+    text = json.dumps(data, sort_keys=True, default=str)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class Target(Protocol):
+    """One deployment target named in mlops.yaml."""
+
+    name: str
+    builds_images: bool  # True when deployments need an environment image (the build step)
+
+    def observe(self) -> tuple[list[ObservedEndpoint], list[ObservedDeployment]]:
+        """Endpoints and deployments that mlops manages on this target, as they are now."""
+        ...
+
+    def ensure_endpoint(self, endpoint: Endpoint) -> ObservedEndpoint:
+        """Create the endpoint (its stable URL, router and keys) if it does not exist yet."""
+        ...
+
+    def deploy(self, request: DeployRequest) -> ObservedDeployment:
+        """Create or replace a deployment; returns once the new instances are ready."""
+        ...
+
+    def set_traffic(self, endpoint: str, traffic: Mapping[str, int], mirror: Mapping[str, int]) -> None:
+        """Route the endpoint's live traffic by weight and copy mirror percentages to shadows."""
+        ...
+
+    def delete(self, endpoint: str, deployment: str) -> None:
+        """Stop and remove a deployment's instances (idempotent)."""
+        ...
+
+    def delete_endpoint(self, endpoint: str) -> None:
+        """Remove the endpoint's router and every deployment behind it (idempotent)."""
+        ...
+
+    def logs(self, endpoint: str, deployment: str, lines: int = 50) -> str:
+        """The last lines of the deployment's service log."""
+        ...
+
+
+def server_config(request: DeployRequest, *, port: int, model_dir: Path, keys_file: Path | None,
+                  data_dir: Path | None, host: str = "127.0.0.1") -> dict:
+    """The JSON the scoring service reads (``python -m pipeline.server --config FILE``).
+
+    Targets write it without importing the server package (it sits below them in the layers);
+    a contract test checks that the server's ``ServerConfig.from_json`` accepts it.
+    """
+    deployment = request.deployment
+    return {
+        "model_dir": str(model_dir),
+        "flavor": request.model.flavor,
+        "model_name": request.model.name,
+        "model_version": request.model.version,
+        "endpoint": request.endpoint.name,
+        "deployment": deployment.name,
+        "host": host,
+        "port": port,
+        "keys_file": str(keys_file) if keys_file and request.endpoint.auth_mode == "key" else None,
+        "request_settings": asdict(deployment.request_settings),
+        "data_collector": asdict(deployment.data_collector),
+        "data_dir": str(data_dir) if data_dir else None,
+        "log_level": "info",
+    }

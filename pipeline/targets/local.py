@@ -1,0 +1,351 @@
+"""The local target (the embedded default): deployments as detached processes on this machine.
+
+Each deployment instance is a scoring-service process on 127.0.0.1 with an allocated port; each
+endpoint is a router process with one stable URL. Processes outlive the ``mlops`` command that
+started them; what runs is recorded under ``<state>/local/``::
+
+    endpoints/<endpoint>/endpoint.json           port, auth mode, traffic, mirror, router pid
+    endpoints/<endpoint>/router.json             the router's routes (derived from the records)
+    endpoints/<endpoint>/keys.json               the endpoint keys (mode 0600)
+    endpoints/<endpoint>/deployments/<name>.json model, settings digest, committed instances
+    instances/<id>.json, logs/<id>.log           each process's config and log
+
+Crash safety comes from one rule: the records are the truth, written atomically, and a process
+is only ever routed to after it was committed to them. Every operation first re-derives each
+router's routes from the records, then stops processes started under this folder that no record
+names (left by an apply killed mid-way), so a re-run converges without orphans.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import psutil
+
+from pipeline import keys as endpoint_keys
+from pipeline.errors import HealthCheckFailed, TargetError
+from pipeline.spec.model import Endpoint, Probe
+from pipeline.spec.model import Target as TargetSpec
+from pipeline.state import DEGRADED, RUNNING, STOPPED, ObservedDeployment, ObservedEndpoint
+from pipeline.targets.base import DeployRequest, server_config
+from pipeline.targets.health import READY_ROUTE, free_port, wait_ready
+from pipeline.targets.router import READY_PATH
+
+HOST = "127.0.0.1"
+STOP_GRACE_SECONDS = 15
+ROUTER_PROBE = Probe(period=0.05, timeout=1.0, failure_threshold=200)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+
+
+def _write(path: Path, data: dict) -> None:
+    endpoint_keys.write_atomic(path, data, mode=0o644)
+
+
+def _alive(record: dict) -> bool:
+    """The recorded process still runs (same pid and start time, so a reused pid doesn't count)."""
+    try:
+        process = psutil.Process(record["pid"])
+        return (abs(process.create_time() - record["create_time"]) < 0.01
+                and process.status() != psutil.STATUS_ZOMBIE)
+    except (psutil.NoSuchProcess, psutil.AccessDenied, KeyError):
+        return False
+
+
+def _stop(records: list[dict], grace: float = STOP_GRACE_SECONDS) -> None:
+    """SIGTERM (the service finishes in-flight requests and flushes), then SIGKILL after ``grace``."""
+    processes = []
+    for record in records:
+        if _alive(record):
+            process = psutil.Process(record["pid"])
+            try:
+                process.send_signal(signal.SIGTERM)
+                processes.append(process)
+            except psutil.NoSuchProcess:
+                pass
+    _, left = psutil.wait_procs(processes, timeout=grace)
+    for process in left:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(left, timeout=5)
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 64 * 1024))
+            return b"\n".join(handle.read().splitlines()[-lines:]).decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""
+
+
+class LocalTarget:
+    """Deployments as processes on this machine (``type: local``)."""
+
+    builds_images = False
+
+    def __init__(self, spec: TargetSpec, state_dir: Path):
+        self.name = spec.name
+        self.root = state_dir / "local"
+        self.data_dir = state_dir / "data"
+        self._http = httpx.Client(timeout=1.0)
+
+    # -- records ---------------------------------------------------------------------------
+
+    def _endpoint_dir(self, endpoint: str) -> Path:
+        return self.root / "endpoints" / endpoint
+
+    def _deployment_file(self, endpoint: str, deployment: str) -> Path:
+        return self._endpoint_dir(endpoint) / "deployments" / f"{deployment}.json"
+
+    def keys_file(self, endpoint: str) -> Path:
+        return self._endpoint_dir(endpoint) / "keys.json"
+
+    def _endpoints(self) -> list[str]:
+        folder = self.root / "endpoints"
+        return sorted(p.name for p in folder.iterdir() if (p / "endpoint.json").exists()) \
+            if folder.exists() else []
+
+    def _deployments(self, endpoint: str) -> dict[str, dict]:
+        folder = self._endpoint_dir(endpoint) / "deployments"
+        records = {}
+        for path in sorted(folder.glob("*.json")) if folder.exists() else []:
+            record = _read(path)
+            if record:
+                records[path.stem] = record
+        return records
+
+    # -- observe ---------------------------------------------------------------------------
+
+    def observe(self) -> tuple[list[ObservedEndpoint], list[ObservedDeployment]]:
+        endpoints, deployments = [], []
+        for name in self._endpoints():
+            record = _read(self._endpoint_dir(name) / "endpoint.json") or {}
+            router_up = _alive(record.get("router", {}))
+            endpoints.append(ObservedEndpoint(
+                name=name, target=self.name, url=f"http://{HOST}:{record.get('port')}",
+                auth_mode=record.get("auth_mode", "key"), traffic=record.get("traffic", {}),
+                mirror_traffic=record.get("mirror", {}), status=RUNNING if router_up else STOPPED))
+            for deployment, state in self._deployments(name).items():
+                deployments.append(self._observe_deployment(name, deployment, state))
+        return endpoints, deployments
+
+    def _observe_deployment(self, endpoint: str, name: str, state: dict) -> ObservedDeployment:
+        instances = state.get("instances", [])
+        ready = sum(1 for i in instances if _alive(i) and self._ready(i["port"]))
+        status = RUNNING if instances and ready == len(instances) else DEGRADED if ready else STOPPED
+        return ObservedDeployment(
+            endpoint=endpoint, name=name, target=self.name, model=state["model"],
+            environment=state.get("environment"), image=None, instance_count=len(instances),
+            ready_instances=ready, settings_digest=state.get("settings_digest", ""), status=status,
+            detail={"urls": [f"http://{HOST}:{i['port']}" for i in instances],
+                    "pids": [i["pid"] for i in instances], "started": state.get("updated")})
+
+    def _ready(self, port: int) -> bool:
+        try:
+            return self._http.get(f"http://{HOST}:{port}{READY_ROUTE}").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    # -- endpoints -------------------------------------------------------------------------
+
+    def ensure_endpoint(self, endpoint: Endpoint) -> ObservedEndpoint:
+        """Create the endpoint's record, keys and router, or restart a router that died."""
+        folder = self._endpoint_dir(endpoint.name)
+        path = folder / "endpoint.json"
+        record = _read(path) or {"name": endpoint.name, "port": free_port(HOST), "traffic": {},
+                                 "mirror": {}, "created": _now()}
+        record["auth_mode"] = endpoint.auth_mode
+        if endpoint.auth_mode == "key":
+            endpoint_keys.ensure_keys(self.keys_file(endpoint.name))
+        _write(path, record)
+        self._sync_routes(endpoint.name)
+        if not _alive(record.get("router", {})):
+            record["router"] = self._spawn(
+                [sys.executable, "-m", "pipeline.targets.router", "--config", str(folder / "router.json")],
+                folder / "router.log")
+            _write(path, record)
+            self._wait_router(endpoint.name, record)
+        return ObservedEndpoint(name=endpoint.name, target=self.name, url=f"http://{HOST}:{record['port']}",
+                                auth_mode=endpoint.auth_mode, traffic=record["traffic"],
+                                mirror_traffic=record["mirror"])
+
+    def set_traffic(self, endpoint: str, traffic: Mapping[str, int], mirror: Mapping[str, int]) -> None:
+        path = self._endpoint_dir(endpoint) / "endpoint.json"
+        record = _read(path)
+        if record is None:
+            raise TargetError(f"endpoint '{endpoint}' does not exist on target '{self.name}'")
+        record["traffic"], record["mirror"] = dict(traffic), dict(mirror)
+        _write(path, record)
+        self._switch(endpoint)
+
+    def delete_endpoint(self, endpoint: str) -> None:
+        folder = self._endpoint_dir(endpoint)
+        for deployment in self._deployments(endpoint):
+            self.delete(endpoint, deployment)
+        record = _read(folder / "endpoint.json")
+        if record:
+            _stop([record.get("router", {})])
+            (folder / "endpoint.json").unlink()
+
+    def url(self, endpoint: str) -> str | None:
+        record = _read(self._endpoint_dir(endpoint) / "endpoint.json")
+        return f"http://{HOST}:{record['port']}" if record else None
+
+    # -- routing ---------------------------------------------------------------------------
+
+    def _sync_routes(self, endpoint: str) -> str:
+        """Write the router's routes from the records; returns the generation to wait for."""
+        folder = self._endpoint_dir(endpoint)
+        record = _read(folder / "endpoint.json") or {}
+        backends = {name: [f"http://{HOST}:{i['port']}" for i in state.get("instances", [])]
+                    for name, state in self._deployments(endpoint).items()}
+        routes = {"endpoint": endpoint, "host": HOST, "port": record.get("port"), "backends": backends,
+                  "traffic": record.get("traffic", {}), "mirror": record.get("mirror", {})}
+        text = json.dumps(routes, indent=2, sort_keys=True)
+        current = folder / "router.json"
+        if not current.exists() or current.read_text() != text:
+            folder.mkdir(parents=True, exist_ok=True)
+            temp = folder / ".router.json.tmp"
+            temp.write_text(text)
+            os.replace(temp, current)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def _switch(self, endpoint: str) -> None:
+        """Re-derive the routes and wait until the router serves them (if the router runs)."""
+        generation = self._sync_routes(endpoint)
+        record = _read(self._endpoint_dir(endpoint) / "endpoint.json") or {}
+        if _alive(record.get("router", {})):
+            self._wait_router(endpoint, record, generation)
+
+    def _wait_router(self, endpoint: str, record: dict, generation: str | None = None) -> None:
+        url = f"http://{HOST}:{record['port']}{READY_PATH}"
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                answer = self._http.get(url).json()
+                if generation is None or answer.get("generation") == generation:
+                    return
+            except (httpx.HTTPError, ValueError):
+                pass
+            if not _alive(record.get("router", {})):
+                break
+            time.sleep(0.02)
+        raise TargetError(f"the router of endpoint '{endpoint}' did not take its new routes:\n"
+                          + _tail(self._endpoint_dir(endpoint) / "router.log", 20))
+
+    # -- deployments -----------------------------------------------------------------------
+
+    def _spawn(self, command: list[str], log_path: Path, env: Mapping[str, str] | None = None) -> dict:
+        """Start a detached process (its own session: it outlives mlops) logging to ``log_path``."""
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, close_fds=True, env={**os.environ, **(env or {})})
+        return {"pid": process.pid, "create_time": psutil.Process(process.pid).create_time(),
+                "command": command, "log": str(log_path), "started": _now()}
+
+    def deploy(self, request: DeployRequest) -> ObservedDeployment:
+        """Rolling replacement: start new instances, wait ready, commit, switch routes, stop old."""
+        endpoint, deployment = request.endpoint.name, request.deployment
+        self.ensure_endpoint(request.endpoint)
+        self.reap_orphans()
+        path = self._deployment_file(endpoint, deployment.name)
+        old = _read(path) or {}
+        new = [self._start_instance(request) for _ in range(deployment.instance_count)]
+        failures = [why for why in (self._await(i, deployment.readiness_probe) for i in new) if why]
+        if failures:
+            _stop(new, grace=2)
+            tail = _tail(Path(new[0]["log"]), 30)
+            raise HealthCheckFailed(
+                f"deployment {endpoint}/{deployment.name} did not become ready: {failures[0]}; "
+                f"{'the previous version keeps serving' if old else 'nothing was deployed'}.\n"
+                f"Last lines of its log ({new[0]['log']}):\n{tail}")
+        state = {"model": request.model.ref, "model_digest": request.model.digest,
+                 "environment": deployment.environment, "settings_digest": request.settings_digest,
+                 "instances": new, "updated": _now()}
+        _write(path, state)  # commit: from here on, the new instances are the deployment
+        self._switch(endpoint)  # the router sends no new request to the old instances
+        _stop(old.get("instances", []))
+        return self._observe_deployment(endpoint, deployment.name, state)
+
+    def _start_instance(self, request: DeployRequest) -> dict:
+        instance = f"{request.endpoint.name}-{request.deployment.name}-{uuid.uuid4().hex[:8]}"
+        port = free_port(HOST)
+        config = server_config(request, port=port, model_dir=request.model.path,
+                               keys_file=self.keys_file(request.endpoint.name),
+                               data_dir=self.data_dir, host=HOST)
+        config_path = self.root / "instances" / f"{instance}.json"
+        _write(config_path, config)
+        record = self._spawn([sys.executable, "-m", "pipeline.server", "--config", str(config_path)],
+                             self.root / "logs" / f"{instance}.log", request.environment_variables)
+        return {**record, "id": instance, "port": port, "config": str(config_path)}
+
+    def _await(self, instance: dict, probe: Probe) -> str:
+        ready, why = wait_ready(f"http://{HOST}:{instance['port']}{READY_ROUTE}", probe,
+                                alive=lambda: _alive(instance))
+        return "" if ready else why
+
+    def delete(self, endpoint: str, deployment: str) -> None:
+        path = self._deployment_file(endpoint, deployment)
+        state = _read(path)
+        if state is None:
+            return
+        path.unlink()
+        self._switch(endpoint)
+        _stop(state.get("instances", []))
+
+    def logs(self, endpoint: str, deployment: str, lines: int = 50) -> str:
+        state = _read(self._deployment_file(endpoint, deployment))
+        if state is None:
+            raise TargetError(f"no deployment {endpoint}/{deployment} on target '{self.name}'")
+        return "\n".join(f"==> {i['log']} <==\n{_tail(Path(i['log']), lines)}" for i in state["instances"])
+
+    # -- crash recovery --------------------------------------------------------------------
+
+    def reap_orphans(self) -> list[int]:
+        """Stop processes started under this folder that no record names (an interrupted apply)."""
+        for endpoint in self._endpoints():
+            self._switch(endpoint)
+        known = {json.dumps(r.get("command")) for r in self._records()}
+        marker = str(self.root)
+        orphans = []
+        for process in psutil.process_iter(["pid", "cmdline", "create_time"]):
+            cmdline = process.info["cmdline"] or []
+            if any(marker in part for part in cmdline) and json.dumps(cmdline) not in known:
+                orphans.append({"pid": process.info["pid"], "create_time": process.info["create_time"]})
+        _stop(orphans, grace=5)
+        return [o["pid"] for o in orphans]
+
+    def _records(self) -> list[dict]:
+        records = []
+        for endpoint in self._endpoints():
+            record = _read(self._endpoint_dir(endpoint) / "endpoint.json") or {}
+            records.append(record.get("router", {}))
+            for state in self._deployments(endpoint).values():
+                records.extend(state.get("instances", []))
+        return records
