@@ -55,7 +55,17 @@ def cluster(tmp_path: Path):
     """Three backends (blue, green, shadow) and a router in front of them."""
     script = tmp_path / "backend.py"
     script.write_text(BACKEND)
-    processes, backends = [], {}
+    processes: list[subprocess.Popen] = []
+    try:
+        yield from _cluster(tmp_path, script, processes)
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(10)
+
+
+def _cluster(tmp_path: Path, script: Path, processes: list[subprocess.Popen]):
+    backends = {}
     for name in ("blue", "green", "shadow"):
         port = free_port()
         processes.append(subprocess.Popen([sys.executable, str(script), name, str(port),
@@ -89,9 +99,6 @@ def cluster(tmp_path: Path):
                                        str(config)]))
     route({"blue": 100})
     yield {"url": f"http://127.0.0.1:{port}", "route": route, "logs": tmp_path}
-    for process in processes:
-        process.terminate()
-        process.wait(10)
 
 
 def test_traffic_is_split_by_weight(cluster):
