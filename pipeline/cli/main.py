@@ -46,9 +46,9 @@ def cli(ctx: click.Context, file: str, debug: bool) -> None:
 
 
 def _register_commands() -> None:
-    from pipeline.cli import validate
+    from pipeline.cli import deploy, endpoints, history, models, monitor, serve, validate
 
-    for module in (validate,):
+    for module in (validate, models, deploy, endpoints, serve, monitor, history):
         for command in module.COMMANDS:
             cli.add_command(command)
 

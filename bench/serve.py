@@ -1,0 +1,378 @@
+"""Benchmark the scoring service against MLflow's and a bare Starlette app, in one sitting.
+
+    python bench/serve.py [--duration 5] [--concurrency 1,16] [--models lr,rf] [--write-readme]
+
+Trains two models on synthetic data (a logistic regression on 20 features and a 50-tree random
+forest), saves them with skops (and with ``mlflow.sklearn.save_model`` for MLflow), then for each
+server and model starts one process on 127.0.0.1, measures its cold start (process start → ready)
+and drives it with the same load generator: ``wrk`` with a Lua script for the POST body, or, when
+wrk is missing, a bounded Python client (threads with keep-alive connections; slower, so its
+numbers only compare with each other). Every cell runs ``--duration`` seconds.
+
+Servers: ``mlops`` (auth on, collection off), ``mlops+collect`` (collection at sampling 1.0),
+``mlflow`` (``mlflow models serve --env-manager local``; skipped with a note when MLflow is not
+installed) and ``bare`` (Starlette, 1 worker, uvloop + httptools, parses JSON, calls predict).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import inspect
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+FEATURES = 20
+READY_TIMEOUT = 90.0
+README = Path(__file__).resolve().parent / "README.md"
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+TARGETS = {"vs_mlflow": 3.0, "vs_bare": 0.9, "collection_cost": 0.05, "p99_ms_lr_c16": 20.0, "cold_start_s": 2.0}
+
+
+# -- models ---------------------------------------------------------------------------------------
+def train(folder: Path, with_mlflow: bool) -> dict[str, dict[str, Path]]:
+    """Save both models with skops (and MLflow); {model: {"skops": dir, "mlflow": dir}}."""
+    import numpy as np
+    import skops.io as sio
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, FEATURES))
+    y = (x[:, 0] + 0.5 * x[:, 1] - x[:, 2] > 0).astype(int)
+    models = {"lr": LogisticRegression(max_iter=500).fit(x, y),
+              "rf": RandomForestClassifier(n_estimators=50, random_state=0).fit(x, y)}
+    saved: dict[str, dict[str, Path]] = {}
+    for name, model in models.items():
+        skops_dir = folder / name / "skops"
+        skops_dir.mkdir(parents=True)
+        sio.dump(model, skops_dir / "model.skops")
+        trusted = sio.get_untrusted_types(file=skops_dir / "model.skops")  # we made it: we trust it
+        (skops_dir / "model.json").write_text(json.dumps({"trusted_types": trusted}))
+        saved[name] = {"skops": skops_dir}
+        if with_mlflow:
+            import mlflow.sklearn
+
+            options = {}
+            if "skops_trusted_types" in inspect.signature(mlflow.sklearn.save_model).parameters:
+                options["skops_trusted_types"] = trusted  # MLflow 3 saves with skops too
+            mlflow.sklearn.save_model(model, str(folder / name / "mlflow"), **options)
+            saved[name]["mlflow"] = folder / name / "mlflow"
+    return saved
+
+
+# -- servers --------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Server:
+    label: str
+    command: list[str]
+    port: int
+    path: str  # the scoring route
+    ready_path: str
+    body: bytes
+    headers: dict[str, str]
+    process: subprocess.Popen | None = None
+    log: Path | None = None
+
+    def start(self, folder: Path) -> float:
+        """Start the process; seconds until the ready route answered 200."""
+        self.log = folder / f"{self.label}-{self.port}.log"
+        began = time.perf_counter()
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+        deadline = began + READY_TIMEOUT
+        while time.perf_counter() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.label} exited: {self.log.read_text()[-2000:]}")
+            try:
+                connection = http.client.HTTPConnection(HOST, self.port, timeout=1)
+                connection.request("GET", self.ready_path)
+                if connection.getresponse().status == 200:
+                    return time.perf_counter() - began
+            except OSError:
+                pass
+            time.sleep(0.02)
+        raise RuntimeError(f"{self.label} not ready after {READY_TIMEOUT} s")
+
+    def check(self) -> None:
+        """One request, so that a wrong body or key fails loudly instead of measuring errors."""
+        connection = http.client.HTTPConnection(HOST, self.port, timeout=10)
+        connection.request("POST", self.path, body=self.body, headers=self.headers)
+        response = connection.getresponse()
+        text = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"{self.label}: {response.status} {text[:300]!r}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def mlops_server(label: str, model_dir: Path, folder: Path, collect: bool, execution: str) -> Server:
+    from pipeline.server.auth import generate_keys
+
+    port = free_port()
+    keys = generate_keys(folder / f"keys-{port}.json")
+    config = {"model_dir": str(model_dir), "flavor": "sklearn", "model_name": "bench", "model_version": 1,
+              "host": HOST, "port": port, "keys_file": str(folder / f"keys-{port}.json"),
+              "data_collector": {"enabled": collect, "sampling_rate": 1.0, "rolling_rate": "minute"},
+              "data_dir": str(folder / "collected") if collect else None, "log_level": "warning",
+              "execution": execution}
+    path = folder / f"server-{port}.json"
+    path.write_text(json.dumps(config))
+    return Server(label, [sys.executable, "-m", "pipeline.server", "--config", str(path)], port, "/score",
+                  "/v2/health/ready", body(), {"Content-Type": "application/json",
+                                                "Authorization": f"Bearer {keys['primary']}"})
+
+
+def mlflow_server(model_dir: Path) -> Server:
+    port = free_port()
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(model_dir), "--env-manager", "local",
+               "-h", HOST, "-p", str(port), "-w", "1"]
+    row = json.loads(body())["data"]
+    return Server("mlflow", command, port, "/invocations", "/ping", json.dumps({"inputs": row}).encode(),
+                  {"Content-Type": "application/json"})
+
+
+def bare_server(model_dir: Path) -> Server:
+    port = free_port()
+    command = [sys.executable, str(Path(__file__).resolve()), "_bare", str(model_dir / "model.skops"), str(port)]
+    return Server("bare", command, port, "/score", "/ready", body(), {"Content-Type": "application/json"})
+
+
+def run_bare(model_file: str, port: int) -> None:
+    """The baseline: the least a Python service can do (parse JSON, predict, answer)."""
+    import numpy as np
+    import orjson
+    import skops.io as sio
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    model = sio.load(model_file, trusted=sio.get_untrusted_types(file=model_file))  # our own file
+
+    async def score(request):
+        rows = np.asarray(orjson.loads(await request.body())["data"], dtype=np.float64)
+        return Response(orjson.dumps({"predictions": model.predict(rows).tolist()}), media_type="application/json")
+
+    async def ready(request):
+        return Response(b"ok")
+
+    app = Starlette(routes=[Route("/score", score, methods=["POST"]), Route("/ready", ready)])
+    uvicorn.run(app, host=HOST, port=port, loop="uvloop", http="httptools", access_log=False, log_level="warning")
+
+
+def body() -> bytes:
+    row = [round(0.1 * (i + 1) - 1.0, 2) for i in range(FEATURES)]
+    return json.dumps({"data": [row]}).encode()
+
+
+# -- load -----------------------------------------------------------------------------------------
+@dataclass
+class Result:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(number) * _UNITS[unit]
+
+
+def run_wrk(server: Server, concurrency: int, duration: float, folder: Path) -> Result:
+    script = folder / "post.lua"
+    lines = ['wrk.method = "POST"', f"wrk.body = [==[{server.body.decode()}]==]"]
+    lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in server.headers.items()]
+    script.write_text("\n".join(lines) + "\n")
+    output = subprocess.run(
+        ["wrk", "-t1", f"-c{concurrency}", f"-d{duration:g}s", "--timeout", "5s", "--latency", "-s", str(script),
+         f"http://{HOST}:{server.port}{server.path}"],
+        capture_output=True, text=True, timeout=duration + 30, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    p50 = _ms(re.search(r"\s50%\s+(\S+)", output).group(1))
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", output).group(1))
+    errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses:\s+(\d+)", output))
+    errors += sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", output))
+    return Result(rps, p50, p99, errors)
+
+
+def run_python(server: Server, concurrency: int, duration: float, folder: Path) -> Result:
+    """Fallback load: ``concurrency`` threads, each a keep-alive connection, until the deadline."""
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    deadline = time.perf_counter() + duration
+
+    def worker() -> None:
+        connection = http.client.HTTPConnection(HOST, server.port, timeout=5)
+        mine: list[float] = []
+        while time.perf_counter() < deadline:
+            began = time.perf_counter()
+            try:
+                connection.request("POST", server.path, body=server.body, headers=server.headers)
+                response = connection.getresponse()
+                response.read()
+                if response.status != 200:
+                    errors[0] += 1
+            except OSError:
+                errors[0] += 1
+                connection = http.client.HTTPConnection(HOST, server.port, timeout=5)
+                continue
+            mine.append(time.perf_counter() - began)
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(duration + 10)
+    latencies.sort()
+    if not latencies:
+        return Result(0.0, 0.0, 0.0, errors[0])
+    quantiles = statistics.quantiles(latencies, n=100)
+    return Result(len(latencies) / duration, quantiles[49] * 1000, quantiles[98] * 1000, errors[0])
+
+
+# -- report ---------------------------------------------------------------------------------------
+def report(results: dict[tuple[str, str, int], Result], cold: dict[str, float], notes: list[str],
+           concurrency: list[int], load: str, duration: float) -> str:
+    lines = [f"Load: {load}, {duration:g} s per cell, 1-row requests, {os.cpu_count()} CPU cores.", "",
+             "| server | model | conc. | req/s | p50 ms | p99 ms | errors |", "|---|---|---:|---:|---:|---:|---:|"]
+    for (server, model, c), r in results.items():
+        lines.append(f"| {server} | {model} | {c} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} |")
+    lines += ["", "| ratio (req/s, highest concurrency) | model | value | target |", "|---|---|---:|---|"]
+    top = max(concurrency)
+    for model in sorted({m for _, m, _ in results}):
+        ours = results.get(("mlops", model, top))
+        if ours is None:
+            continue
+        for other, name, target in (("mlflow", "mlops / mlflow", f"≥ {TARGETS['vs_mlflow']:g}"),
+                                    ("bare", "mlops / bare", f"≥ {TARGETS['vs_bare']:g}")):
+            theirs = results.get((other, model, top))
+            if theirs is not None and theirs.rps:
+                lines.append(f"| {name} | {model} | {ours.rps / theirs.rps:.2f}× | {target} |")
+        collecting = results.get(("mlops+collect", model, top))
+        if collecting is not None and ours.rps:
+            cost = 1 - collecting.rps / ours.rps
+            lines.append(f"| collection cost | {model} | {cost:+.1%} | ≤ {TARGETS['collection_cost']:.0%} |")
+    lines += ["", "| cold start (process start → ready, lr) | seconds |", "|---|---:|"]
+    lines += [f"| {server} | {seconds:.2f} |" for server, seconds in cold.items()]
+    if notes:
+        lines += [""] + [f"* {note}" for note in notes]
+    return "\n".join(lines)
+
+
+def write_readme(table: str, command: str) -> None:
+    text = README.read_text() if README.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    block = f"{BEGIN}\nCommand: `{command}`\n\n{table}\n{END}"
+    if BEGIN in text and END in text:
+        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    README.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per cell (default 5)")
+    parser.add_argument("--concurrency", default="1,16", help="comma-separated connection counts")
+    parser.add_argument("--models", default="lr,rf", help="comma-separated: lr, rf")
+    parser.add_argument("--servers", default="mlops,mlops+collect,mlflow,bare")
+    parser.add_argument("--execution", default="auto", choices=["auto", "inline", "thread"],
+                        help="the mlops server's execution mode")
+    parser.add_argument("--python-load", action="store_true", help="use the Python load client even with wrk")
+    parser.add_argument("--write-readme", action="store_true", help=f"put the results into {README.name}")
+    args = parser.parse_args(argv)
+    concurrency = [int(c) for c in args.concurrency.split(",")]
+    servers = args.servers.split(",")
+    notes: list[str] = []
+    try:
+        import mlflow  # noqa: F401
+
+        has_mlflow = True
+    except ImportError:
+        has_mlflow = False
+    if "mlflow" in servers and not has_mlflow:
+        servers.remove("mlflow")
+        notes.append('mlflow skipped: MLflow is not installed (pip install "mlops-pipeline[bench]")')
+    use_wrk = shutil.which("wrk") is not None and not args.python_load
+    load = "wrk -t1 (Lua POST script)" if use_wrk else "bounded Python client (threads, keep-alive)"
+    if not use_wrk:
+        notes.append("wrk not found: the Python load client is the bottleneck; compare rows only with each other")
+    drive = run_wrk if use_wrk else run_python
+    results: dict[tuple[str, str, int], Result] = {}
+    cold: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="mlops-bench-") as temp:
+        folder = Path(temp)
+        saved = train(folder, has_mlflow and "mlflow" in servers)
+        for model in args.models.split(","):
+            for label in servers:
+                if label == "mlops":
+                    server = mlops_server(label, saved[model]["skops"], folder, False, args.execution)
+                elif label == "mlops+collect":
+                    server = mlops_server(label, saved[model]["skops"], folder, True, args.execution)
+                elif label == "mlflow":
+                    server = mlflow_server(saved[model]["mlflow"])
+                else:
+                    server = bare_server(saved[model]["skops"])
+                try:
+                    seconds = server.start(folder)
+                    if model == "lr":
+                        cold[label] = seconds
+                    server.check()
+                    for c in concurrency:
+                        result = drive(server, c, args.duration, folder)
+                        results[(label, model, c)] = result
+                        print(f"{label:14} {model:3} c={c:<3} {result.rps:9,.0f} req/s  p50 {result.p50_ms:6.2f} ms"
+                              f"  p99 {result.p99_ms:6.2f} ms  errors {result.errors}", flush=True)
+                except (RuntimeError, subprocess.SubprocessError) as error:
+                    notes.append(f"{label} on {model} failed: {str(error)[:300]}")
+                    print(notes[-1], file=sys.stderr)
+                finally:
+                    server.stop()
+    table = report(results, cold, notes, concurrency, load, args.duration)
+    print()
+    print(table)
+    if args.write_readme:
+        command = "python bench/serve.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        write_readme(table, command.replace(" --write-readme", "").strip())
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "_bare":
+        run_bare(sys.argv[2], int(sys.argv[3]))
+    else:
+        sys.exit(main())

@@ -1,0 +1,78 @@
+"""The deployment ledger: what every apply did, kept beside the registry (``ledger.db``, SQLite).
+
+Each entry: time, commit, who, the plan summary, and for each deployment the model version, image
+and traffic it serves afterwards. ``mlops history`` reads it ("what served this endpoint, when,
+from which commit"); ``mlops rollback`` turns an entry back into an mlops.yaml change.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time TEXT NOT NULL,
+    commit_sha TEXT,
+    author TEXT,
+    summary TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    served TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: int
+    time: str
+    commit: str | None
+    author: str | None
+    summary: str
+    outcome: str
+    # "endpoint/deployment" -> {"model": "iris:3", "image": ..., "traffic": 90, "mirror": 0}
+    served: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def endpoints(self) -> set[str]:
+        return {key.split("/", 1)[0] for key in self.served}
+
+
+class Ledger:
+    def __init__(self, folder: Path):
+        folder.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(folder / "ledger.db", timeout=30, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+
+    def record(self, *, commit: str | None, author: str | None, summary: str, outcome: str,
+               served: Mapping[str, Mapping[str, Any]]) -> int:
+        cursor = self._db.execute(
+            "INSERT INTO entries (time, commit_sha, author, summary, outcome, served) VALUES (?, ?, ?, ?, ?, ?)",
+            (datetime.now(UTC).isoformat(timespec="seconds"), commit, author, summary, outcome,
+             json.dumps(served, sort_keys=True)))
+        return cursor.lastrowid
+
+    def entries(self, endpoint: str | None = None) -> list[Entry]:
+        rows = self._db.execute(
+            "SELECT id, time, commit_sha, author, summary, outcome, served FROM entries ORDER BY id").fetchall()
+        entries = [Entry(*row[:6], served=json.loads(row[6])) for row in rows]
+        if endpoint is not None:
+            entries = [e for e in entries if endpoint in e.endpoints()]
+        return entries
+
+    def find(self, reference: str) -> Entry | None:
+        """An entry by its number, or the last one applied from a commit (a SHA prefix)."""
+        entries = self.entries()
+        if reference.isdigit():
+            return next((e for e in entries if e.id == int(reference)), None)
+        matches = [e for e in entries if e.commit and e.commit.startswith(reference) and e.outcome == "ok"]
+        return matches[-1] if matches else None
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,262 @@
+"""``mlops plan``, ``apply``, ``status``, ``destroy``, ``logs`` and ``force-unlock``.
+
+Plan and apply follow Terraform: the plan is a value that can be saved and applied later (refused
+when the state or the file changed since), ``--detailed-exitcode`` gives 0 (no changes), 2
+(changes) or 1 (error), and apply asks before changing anything unless ``--yes``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import uuid
+from pathlib import Path
+
+import click
+
+from pipeline.cli.context import App, pass_app
+from pipeline.errors import MlopsError, StalePlanError
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
+
+
+def parse_duration(text: str) -> float:
+    """'30s', '2m', '500ms' or a plain number of seconds."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise click.BadParameter(f"'{text}' is not a duration like 30s, 2m or 500ms")
+    value, unit = float(match.group(1)), match.group(2) or "s"
+    return value * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+
+
+def _target_filter(values: tuple[str, ...]) -> set[str] | None:
+    return set(values) or None
+
+
+def make_plan(app: App, prune: bool | None, targets: tuple[str, ...]):
+    """Observe everything and reconcile it with mlops.yaml (no change is made)."""
+    from pipeline.cli.wiring import make_builder, make_targets, observe, spec_digest
+    from pipeline.plan import reconcile
+
+    spec = app.spec()
+    adapters = make_targets(spec, app.state_dir())
+    builder = make_builder(spec, app.state_dir())
+    actual = observe(spec, app.registry(), adapters, builder)
+    plan = reconcile(spec, actual, prune=prune, targets=_target_filter(targets),
+                     spec_digest=spec_digest(spec, Path(app.file)))
+    return plan, adapters, builder
+
+
+def _render(plan, fmt: str) -> str:
+    from pipeline.plan import render_json, render_markdown, render_text
+
+    if fmt == "json":
+        return render_json(plan)
+    if fmt == "markdown":
+        return render_markdown(plan)
+    return render_text(plan, color=sys.stdout.isatty())
+
+
+@click.command()
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Save the plan to apply it later.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text",
+              show_default=True)
+@click.option("--detailed-exitcode", is_flag=True, help="Exit 0 with no changes, 2 with changes, 1 on error.")
+@click.option("--prune", is_flag=True, default=None, help="Plan to delete deployments removed from the file.")
+@click.option("--target", "targets", multiple=True, metavar="ENDPOINT[/DEPLOYMENT]",
+              help="Limit the plan to these endpoints or deployments (repeatable).")
+@click.option("--base", metavar="REF", help="Also show what this change does to mlops.yaml since REF "
+              "(for a pull request: origin/main).")
+@pass_app
+def plan(app: App, out: Path | None, fmt: str, detailed_exitcode: bool, prune: bool | None,
+         targets: tuple[str, ...], base: str | None) -> None:
+    """Show what apply would change: register → build → deploy/update → traffic → delete."""
+    result, _, _ = make_plan(app, prune, targets)
+    if base:
+        from pipeline.gitops.review import base_section
+
+        click.echo(base_section(app.spec().root, Path(app.file), base, app.spec(), markdown=fmt == "markdown"))
+    click.echo(_render(result, fmt))
+    if out:
+        out.write_text(result.to_json())
+        click.echo(f"Saved the plan to {out}; apply it with: mlops apply {out}", err=True)
+    if detailed_exitcode and result.has_changes:
+        sys.exit(2)
+
+
+def _confirm(plan, yes: bool) -> None:
+    if yes or not plan.has_changes:
+        return
+    if not sys.stdin.isatty():
+        raise MlopsError("apply needs confirmation, but there is no terminal to ask; pass --yes "
+                         "(as CI does) after reviewing the plan")
+    if not click.confirm("Apply these changes?", default=False):
+        raise MlopsError("apply cancelled; nothing was changed")
+
+
+def _progress(step, status: str, detail: str) -> None:
+    symbol = {"start": "…", "done": "✓", "failed": "✗", "retry": "↻"}[status]
+    if status == "start":
+        click.echo(f"  {symbol} {step.kind:<8} {step.address}", nl=not sys.stdout.isatty())
+        return
+    prefix = "\r" if sys.stdout.isatty() and status != "retry" else ""
+    line = f"{prefix}  {symbol} {step.kind:<8} {step.address}" + (f": {detail}" if detail else "")
+    click.secho(line, fg={"done": "green", "failed": "red", "retry": "yellow"}[status],
+                err=status == "failed")
+
+
+@click.command()
+@click.argument("plan_file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--yes", "-y", is_flag=True, help="Apply without asking.")
+@click.option("--prune", is_flag=True, default=None, help="Delete deployments removed from the file.")
+@click.option("--target", "targets", multiple=True, metavar="ENDPOINT[/DEPLOYMENT]",
+              help="Apply only to these endpoints or deployments (repeatable).")
+@click.option("--lock-timeout", default="30s", show_default=True, help="How long to wait for the state lock.")
+@click.option("--require-clean", is_flag=True, help="Refuse a git working tree with uncommitted changes (CI).")
+@pass_app
+def apply(app: App, plan_file: Path | None, yes: bool, prune: bool | None, targets: tuple[str, ...],
+          lock_timeout: str, require_clean: bool) -> None:
+    """Make the deployed state match mlops.yaml (or apply exactly a saved plan)."""
+    from pipeline.apply.executor import Executor
+    from pipeline.apply.journal import Journal
+    from pipeline.apply.ledger import Ledger
+    from pipeline.apply.lock import StateLock
+    from pipeline.cli.wiring import record_usage, served, spec_digest
+    from pipeline.gitops.lineage import read_lineage
+    from pipeline.gitops.lineage import require_clean as check_clean
+    from pipeline.plan import Plan
+
+    spec = app.spec()
+    if require_clean:
+        check_clean(spec.root)
+    state_dir = app.state_dir()
+    interrupted = Journal.interrupted(state_dir / "journal")
+    with StateLock(state_dir).acquire(parse_duration(lock_timeout)):
+        if interrupted:
+            click.echo(f"A previous apply ({interrupted['apply']}) was interrupted during "
+                       f"{interrupted['step'] or 'start-up'}; planning again from the observed state.")
+        current, adapters, builder = make_plan(app, prune, targets)
+        if plan_file is not None:
+            saved = Plan.from_json(plan_file.read_text())
+            if saved.spec_digest != spec_digest(spec, Path(app.file)):
+                raise StalePlanError(f"{plan_file} was made for a different {app.file}; it changed since. "
+                                     "Run mlops plan again")
+            if saved.state_digest != current.state_digest:
+                raise StalePlanError(f"{plan_file} is stale: the registry or the deployments changed since "
+                                     "it was made. Run mlops plan again")
+            current = saved
+        click.echo(_render(current, "text"))
+        if not current.has_changes:
+            return
+        if plan_file is None:
+            _confirm(current, yes)
+        apply_id = uuid.uuid4().hex[:12]
+        journal = Journal(state_dir / "journal", apply_id)
+        journal.record("begin", plan=json.loads(current.to_json())["summary"])
+        lineage = read_lineage(spec.root, [Path(app.file)]).to_dict()
+        executor = Executor(spec, app.registry(), adapters, builder, journal, _progress, lineage)
+        outcome = executor.run(current.steps)
+        serving = served(spec, adapters)
+        record_usage(app.registry(), serving)
+        Ledger(spec.registry_path()).record(
+            commit=lineage.get("commit"), author=lineage.get("author"), summary=current.summary(),
+            outcome="failed" if outcome.error else "ok", served=serving)
+        journal.close("failed" if outcome.error else "ok")
+        if outcome.error:
+            raise outcome.error
+        click.secho(f"Apply complete: {len(outcome.done)} step(s) done.", fg="green")
+
+
+@click.command()
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@pass_app
+def status(app: App, fmt: str) -> None:
+    """Endpoints, URLs, deployments, model versions, health and traffic, as they run now."""
+    from pipeline.cli.wiring import make_targets, used_targets
+
+    spec = app.spec()
+    adapters = make_targets(spec, app.state_dir())
+    rows = []
+    for name in sorted(used_targets(spec) & set(adapters)):
+        endpoints, deployments = adapters[name].observe()
+        for endpoint in endpoints:
+            rows.append({"endpoint": endpoint.name, "target": name, "url": endpoint.url,
+                         "status": endpoint.status, "auth_mode": endpoint.auth_mode,
+                         "deployments": [
+                             {"name": d.name, "model": d.model, "status": d.status,
+                              "ready": f"{d.ready_instances}/{d.instance_count}",
+                              "traffic": endpoint.traffic.get(d.name, 0),
+                              "mirror": endpoint.mirror_traffic.get(d.name, 0)}
+                             for d in deployments if d.endpoint == endpoint.name]})
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("Nothing is deployed. Run mlops apply.")
+    for row in rows:
+        click.echo(f"{row['endpoint']}  {row['url']}  ({row['target']}, router {row['status']}, "
+                   f"auth {row['auth_mode']})")
+        for d in row["deployments"]:
+            mirror = f", mirror {d['mirror']}%" if d["mirror"] else ""
+            click.echo(f"  {d['name']:<12} {d['model']:<28} {d['status']:<9} ready {d['ready']:<6} "
+                       f"traffic {d['traffic']}%{mirror}")
+
+
+@click.command()
+@click.option("--yes", "-y", is_flag=True, help="Destroy without asking.")
+@click.option("--lock-timeout", default="30s", show_default=True)
+@pass_app
+def destroy(app: App, yes: bool, lock_timeout: str) -> None:
+    """Stop every endpoint and deployment that mlops.yaml manages (registered models are kept)."""
+    from pipeline.apply.lock import StateLock
+    from pipeline.cli.wiring import make_targets, record_usage, served, used_targets
+
+    spec = app.spec()
+    adapters = make_targets(spec, app.state_dir())
+    names = [(t, e) for t in sorted(used_targets(spec) & set(adapters)) for e in spec.endpoints
+             if spec.endpoints[e].target == t]
+    if not names:
+        click.echo("Nothing to destroy.")
+        return
+    click.echo("Will delete endpoints: " + ", ".join(e for _, e in names))
+    if not yes:
+        if not sys.stdin.isatty():
+            raise MlopsError("destroy needs confirmation; pass --yes")
+        if not click.confirm("Destroy them?", default=False):
+            raise MlopsError("destroy cancelled")
+    with StateLock(app.state_dir(), "destroy").acquire(parse_duration(lock_timeout)):
+        for target, endpoint in names:
+            adapters[target].delete_endpoint(endpoint)
+            click.echo(f"  - deleted endpoint {endpoint}")
+        record_usage(app.registry(), served(spec, adapters))
+
+
+@click.command()
+@click.argument("address", metavar="ENDPOINT/DEPLOYMENT")
+@click.option("-n", "--lines", default=50, show_default=True)
+@pass_app
+def logs(app: App, address: str, lines: int) -> None:
+    """The last lines of a deployment's service log."""
+    from pipeline.cli.wiring import make_targets
+
+    endpoint, _, deployment = address.partition("/")
+    spec = app.spec()
+    if endpoint not in spec.endpoints or deployment not in spec.endpoints[endpoint].deployments:
+        raise MlopsError(f"no deployment '{address}' in {app.file}; write ENDPOINT/DEPLOYMENT like iris/blue")
+    target = make_targets(spec, app.state_dir())[spec.endpoints[endpoint].target]
+    click.echo(target.logs(endpoint, deployment, lines))
+
+
+@click.command("force-unlock")
+@click.argument("lock_id")
+@pass_app
+def force_unlock(app: App, lock_id: str) -> None:
+    """Release a state lock left by an apply that died; needs the lock's exact id."""
+    from pipeline.apply.lock import StateLock
+
+    holder = StateLock(app.state_dir()).force_unlock(lock_id)
+    click.echo(f"Released the lock held by {holder.get('user')}@{holder.get('host')} pid {holder.get('pid')}.")
+
+
+COMMANDS = [plan, apply, status, destroy, logs, force_unlock]

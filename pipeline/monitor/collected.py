@@ -1,0 +1,142 @@
+"""Read the JSON-lines events the scoring services' collectors wrote.
+
+Layout (written by ``pipeline.server.collector``)::
+
+    <data_dir>/<endpoint>/<deployment>/YYYY/MM/DD/HH/<MM>-<pid>-<token>.jsonl
+
+Events come out in time order: folders and file names sort by period, and the files of one
+period (one per process) are merged on their ``time`` field — each file is already in order
+because its process appends events as they finish. A line that is not whole JSON (the torn last
+line of a process killed mid-write, or any corrupt line) is skipped and counted in
+``EventReader.skipped``; reading never fails because of one bad line.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from itertools import groupby
+from pathlib import Path
+from typing import Any
+
+try:
+    from orjson import loads as _loads
+except ImportError:  # pragma: no cover
+    _loads = json.loads
+
+log = logging.getLogger("mlops.monitor")
+
+_PERIOD_DEPTH = 4  # YYYY/MM/DD/HH below the deployment folder
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _hour_of(path: Path) -> datetime | None:
+    """The start of the hour a file's folder stands for (None when the path is not ours)."""
+    try:
+        year, month, day, hour = (int(p) for p in path.parent.parts[-_PERIOD_DEPTH:])
+        return datetime(year, month, day, hour, tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+class EventReader:
+    """An iterator of event dicts; ``skipped`` counts the lines that could not be decoded."""
+
+    def __init__(self, data_dir: Path, endpoint: str | None = None, deployment: str | None = None,
+                 since: datetime | None = None, until: datetime | None = None):
+        self.root = Path(data_dir)
+        self.endpoint = endpoint
+        self.deployment = deployment
+        self.since = _utc(since)
+        self.until = _utc(until)
+        self.skipped = 0
+        self._events = self._read()
+
+    def __iter__(self) -> EventReader:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        return next(self._events)
+
+    def _deployment_folders(self) -> list[Path]:
+        if self.endpoint:
+            endpoints = [self.root / self.endpoint]
+        else:
+            endpoints = sorted(p for p in self.root.glob("*") if p.is_dir())
+        folders = []
+        for endpoint in endpoints:
+            if self.deployment:
+                folders.append(endpoint / self.deployment)
+            else:
+                folders.extend(sorted(p for p in endpoint.glob("*") if p.is_dir()))
+        return [f for f in folders if f.is_dir()]
+
+    def _files(self) -> list[tuple[str, Path]]:
+        """(period key, file) in period order, files outside the time window left out."""
+        chosen = []
+        for folder in self._deployment_folders():
+            for path in folder.glob("*/*/*/*/*.jsonl"):
+                hour = _hour_of(path)
+                if hour is None:
+                    continue
+                if self.until is not None and hour > self.until:
+                    continue
+                if self.since is not None and (hour.timestamp() + 86400) < self.since.timestamp():
+                    continue  # a day-rolled file covers at most a day from its folder's hour
+                period = "/".join(path.parent.parts[-_PERIOD_DEPTH:]) + "/" + path.name.split("-", 1)[0]
+                chosen.append((period, path))
+        chosen.sort()
+        return chosen
+
+    def _lines(self, path: Path) -> Iterator[dict[str, Any]]:
+        with open(path, "rb") as handle:
+            for line in handle:
+                if not line.endswith(b"\n"):  # torn: the writer was killed mid-line
+                    self.skipped += 1
+                    log.warning("%s: skipped a torn last line", path)
+                    continue
+                try:
+                    event = _loads(line)
+                except ValueError:
+                    self.skipped += 1
+                    log.warning("%s: skipped a line that is not JSON", path)
+                    continue
+                if not isinstance(event, dict) or not isinstance(event.get("time"), str):
+                    self.skipped += 1
+                    continue
+                if self._in_window(event["time"]):
+                    yield event
+
+    def _in_window(self, text: str) -> bool:
+        if self.since is None and self.until is None:
+            return True
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            self.skipped += 1
+            return False
+        moment = _utc(moment)
+        return (self.since is None or moment >= self.since) and (self.until is None or moment < self.until)
+
+    def _read(self) -> Iterator[dict[str, Any]]:
+        for _, group in groupby(self._files(), key=lambda item: item[0]):
+            streams = [self._lines(path) for _, path in group]
+            if len(streams) == 1:
+                yield from streams[0]
+            else:
+                yield from heapq.merge(*streams, key=lambda event: event["time"])
+
+
+def read_events(data_dir: Path, endpoint: str | None = None, deployment: str | None = None,
+                since: datetime | None = None, until: datetime | None = None) -> EventReader:
+    """Collected events under ``data_dir`` in time order, optionally for one endpoint/deployment and
+    within ``[since, until)`` (naive datetimes are taken as UTC)."""
+    return EventReader(data_dir, endpoint, deployment, since, until)

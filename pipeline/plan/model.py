@@ -1,0 +1,112 @@
+"""The plan as a value: ordered, typed steps plus the digests of what it was made against.
+
+Like a Terraform plan it can be saved (``to_json``), reviewed, and applied later; apply refuses it
+when ``spec_digest`` or ``state_digest`` no longer match. The JSON format is documented in
+``docs/plan-format.md`` and versioned by ``format_version``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pipeline.errors import MlopsError
+
+FORMAT_VERSION = 1
+
+# kind -> wave; steps run wave by wave, in plan order within a wave
+WAVES = {"register": 1, "build": 2, "endpoint": 3, "deploy": 3, "update": 3, "traffic": 4, "delete": 5, "keep": 5}
+WAVE_NAMES = {1: "register model versions", 2: "build environment images", 3: "deploy and update",
+              4: "shift traffic", 5: "remove what the file no longer has"}
+# action -> symbol, as Terraform shows them
+SYMBOLS = {"create": "+", "update": "~", "replace": "±", "delete": "-", "noop": " "}
+
+
+def image_ref(environment: str, digest: str, repository: str | None = None) -> str:
+    """The content-hash tag of an environment image: ``[repo/]mlops-env-<env>:<12 hex>``."""
+    tag = digest.split(":", 1)[-1][:12]
+    name = f"mlops-env-{environment}:{tag}"
+    return f"{repository.rstrip('/')}/{name}" if repository else name
+
+
+@dataclass(frozen=True)
+class Step:
+    id: str  # stable, like "deploy:iris/blue"
+    kind: str  # register | build | endpoint | deploy | update | traffic | delete | keep
+    action: str  # create | update | replace | delete | noop
+    address: str  # what it acts on, like "deployment.iris/blue"
+    reason: str
+    before: Mapping[str, Any] | None = None
+    after: Mapping[str, Any] | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)  # what apply needs
+    depends_on: tuple[str, ...] = ()
+
+    @property
+    def wave(self) -> int:
+        return WAVES[self.kind]
+
+    @property
+    def symbol(self) -> str:
+        return SYMBOLS[self.action]
+
+
+@dataclass(frozen=True)
+class Plan:
+    steps: tuple[Step, ...]
+    spec_digest: str
+    state_digest: str
+    created: str
+    prune: bool = False
+    target_filter: tuple[str, ...] = ()
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def changes(self) -> list[Step]:
+        return [s for s in self.steps if s.action != "noop"]
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.changes)
+
+    def counts(self) -> dict[str, int]:
+        """Terraform's three numbers; a replacement counts as a change."""
+        add = sum(1 for s in self.changes if s.action == "create")
+        destroy = sum(1 for s in self.changes if s.action == "delete")
+        return {"add": add, "change": len(self.changes) - add - destroy, "destroy": destroy}
+
+    def summary(self) -> str:
+        counts = self.counts()
+        return f"Plan: {counts['add']} to add, {counts['change']} to change, {counts['destroy']} to destroy."
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format_version": self.format_version, "created": self.created, "spec_digest": self.spec_digest,
+                "state_digest": self.state_digest, "prune": self.prune, "target_filter": list(self.target_filter),
+                "summary": {**self.counts(), "text": self.summary()},
+                "steps": [asdict(s) | {"wave": s.wave, "depends_on": list(s.depends_on)} for s in self.steps]}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True, default=str) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Plan:
+        try:
+            data = json.loads(text)
+            if data.get("format_version") != FORMAT_VERSION:
+                raise MlopsError(f"this plan has format version {data.get('format_version')!r}; "
+                                 f"this mlops reads version {FORMAT_VERSION}. Run mlops plan again")
+            steps = tuple(Step(id=s["id"], kind=s["kind"], action=s["action"], address=s["address"],
+                               reason=s["reason"], before=s.get("before"), after=s.get("after"),
+                               data=s.get("data") or {}, depends_on=tuple(s.get("depends_on") or ()))
+                          for s in data["steps"])
+            for step in steps:
+                if step.kind not in WAVES or step.action not in SYMBOLS:
+                    raise MlopsError(f"the plan file has an unknown step kind or action in '{step.id}'")
+            return cls(steps=steps, spec_digest=data["spec_digest"], state_digest=data["state_digest"],
+                       created=data["created"], prune=bool(data.get("prune")),
+                       target_filter=tuple(data.get("target_filter") or ()))
+        except MlopsError:
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise MlopsError(f"not a plan file saved by mlops plan --out ({type(error).__name__}: {error})") from None

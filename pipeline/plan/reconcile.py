@@ -1,0 +1,246 @@
+"""Desired (mlops.yaml) against actual (registry + targets) → an ordered plan. Pure: no I/O.
+
+Pairing is by key (model name, image reference, endpoint, ``endpoint/deployment``): a missing
+actual side is a create, a missing desired side a delete (only with prune; otherwise "kept"). The
+waves are register → build → deploy/update → traffic → delete, so nothing is routed to before it
+is ready and nothing is removed while it still receives traffic. Differences made by hand on a
+target (a stopped process, a different model) show up as drift in update steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from pipeline.errors import ReferenceNotFound
+from pipeline.plan.model import Plan, Step, image_ref
+from pipeline.spec.model import Deployment, Endpoint, Spec
+from pipeline.state import RUNNING, Actual, ObservedDeployment
+from pipeline.targets.base import settings_digest
+
+BUILDING_TARGETS = ("docker", "kubernetes")
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    model: str  # "name:version"; the version is predicted for content still to be registered
+    name: str
+    version: int | None  # None: registered by this plan
+    digest: str
+    register_step: str | None
+
+
+def _short(digest: str) -> str:
+    return digest.split(":", 1)[-1][:12]
+
+
+def _live(weights) -> dict[str, int]:
+    return {name: weight for name, weight in sorted(weights.items()) if weight}
+
+
+class _Planner:
+    def __init__(self, spec: Spec, actual: Actual, prune: bool):
+        self.spec, self.actual, self.prune = spec, actual, prune
+        self.steps: list[Step] = []
+        self.resolved: dict[str, _Resolved] = {}  # unversioned model name -> resolution
+        self.builds: dict[str, Step] = {}
+
+    # -- wave 1 ----------------------------------------------------------------------------
+
+    def register(self) -> None:
+        for name, model in sorted(self.spec.models.items()):
+            registered = self.actual.models.get(name)
+            digest = self.actual.model_contents.get(name, "")
+            version = registered.version_of(digest) if registered else None
+            if version is not None:
+                self.resolved[name] = _Resolved(f"{name}:{version}", name, version, digest, None)
+                continue
+            known = registered.versions if registered else {}
+            predicted = max(known, default=0) + 1
+            step = Step(id=f"register:{name}", kind="register", action="create", address=f"model.{name}",
+                        reason=f"new content at {model.path} (sha256:{_short(digest)}) → version {predicted}",
+                        before={"latest": f"{name}:{max(known)}"} if known else None,
+                        after={"version": f"{name}:{predicted}", "digest": digest, "flavor": model.flavor},
+                        data={"model": name, "digest": digest})
+            self.steps.append(step)
+            self.resolved[name] = _Resolved(f"{name}:{predicted}", name, None, digest, step.id)
+
+    def resolve(self, endpoint: Endpoint, deployment: Deployment) -> _Resolved:
+        ref = deployment.model
+        if ref.version is None:
+            return self.resolved[ref.name]
+        registered = self.actual.models.get(ref.name)
+        if registered is None or ref.version not in registered.versions:
+            available = ", ".join(f"{ref.name}:{v}" for v in sorted(registered.versions)) if registered else "none"
+            where = self.spec.where(f"endpoints.{endpoint.name}.deployments.{deployment.name}.model")
+            raise ReferenceNotFound(f"{where}: model version {ref} is not registered (registered: {available}); "
+                                    f"use '{ref.name}' to deploy the content at its path")
+        return _Resolved(str(ref), ref.name, ref.version, registered.versions[ref.version], None)
+
+    # -- wave 2 ----------------------------------------------------------------------------
+
+    def image(self, endpoint: Endpoint, deployment: Deployment) -> tuple[str | None, str | None]:
+        """(image reference, id of the build step that makes it) for targets that run images."""
+        target = self.spec.targets[endpoint.target]
+        if target.type not in BUILDING_TARGETS or deployment.environment is None:
+            return None, None
+        digest = self.actual.environment_digests.get(target.type, {}).get(deployment.environment, "")
+        ref = image_ref(deployment.environment, digest, target.image_repository)
+        if ref in self.actual.images:
+            return ref, None
+        step_id = f"build:{ref}"
+        if step_id not in self.builds:
+            self.builds[step_id] = Step(
+                id=step_id, kind="build", action="create", address=f"image.{ref}",
+                reason=f"environment {deployment.environment} (digest {_short(digest)}) has no image yet",
+                after={"image": ref},
+                data={"environment": deployment.environment, "image": ref, "digest": digest,
+                      "target_type": target.type, "repository": target.image_repository,
+                      "base_image": target.base_image})
+        return ref, step_id
+
+    # -- wave 3 ----------------------------------------------------------------------------
+
+    def endpoint(self, endpoint: Endpoint) -> str | None:
+        observed = self.actual.endpoints.get(endpoint.name)
+        address = f"endpoint.{endpoint.name}"
+        data = {"endpoint": endpoint.name, "target": endpoint.target}
+        if observed is None or observed.target != endpoint.target:
+            self.steps.append(Step(id=f"endpoint:{endpoint.name}", kind="endpoint", action="create", address=address,
+                                   reason=f"new endpoint on target {endpoint.target}",
+                                   after={"target": endpoint.target, "auth_mode": endpoint.auth_mode}, data=data))
+            return f"endpoint:{endpoint.name}"
+        changes = {}
+        if observed.auth_mode != endpoint.auth_mode:
+            changes["auth_mode"] = (observed.auth_mode, endpoint.auth_mode)
+        if observed.status != RUNNING:
+            changes["status"] = (observed.status, RUNNING)
+        if changes:
+            reason = ("drift: the endpoint's router is not running (changed outside mlops)"
+                      if "status" in changes else "auth_mode changed")
+            self.steps.append(Step(id=f"endpoint:{endpoint.name}", kind="endpoint", action="update", address=address,
+                                   reason=reason, before={k: v[0] for k, v in changes.items()},
+                                   after={k: v[1] for k, v in changes.items()}, data=data))
+            return f"endpoint:{endpoint.name}"
+        return None
+
+    def deployment(self, endpoint: Endpoint, deployment: Deployment, endpoint_step: str | None) -> None:
+        resolved = self.resolve(endpoint, deployment)
+        image, build_step = self.image(endpoint, deployment)
+        wanted = {"model": resolved.model, "image": image, "instance_count": deployment.instance_count,
+                  "settings": settings_digest(endpoint, deployment)}
+        if image is None:
+            del wanted["image"]
+        depends = tuple(s for s in (resolved.register_step, build_step, endpoint_step) if s)
+        data = {"endpoint": endpoint.name, "deployment": deployment.name, "target": endpoint.target,
+                "model_name": resolved.name, "model_version": resolved.version, "model_digest": resolved.digest,
+                "image": image}
+        key = deployment.key
+        observed = self.actual.deployments.get(key)
+        if observed is None or observed.target != endpoint.target:
+            self.steps.append(Step(id=f"deploy:{key}", kind="deploy", action="create", address=f"deployment.{key}",
+                                   reason=f"new deployment of {resolved.model}", after=wanted, data=data,
+                                   depends_on=depends))
+            return
+        have = {"model": observed.model, "image": observed.image, "instance_count": observed.instance_count,
+                "settings": observed.settings_digest}
+        changed = [field for field in wanted if have[field] != wanted[field]]
+        drift = self._drift(observed)
+        if not changed and not drift:
+            return
+        reasons = [f"{field} {have[field]} → {wanted[field]}" for field in changed if field != "settings"]
+        if "settings" in changed:
+            reasons.append("settings changed")
+        if drift:
+            reasons.append(drift)
+            changed.append("status")
+            have["status"], wanted["status"] = observed.status, RUNNING
+        self.steps.append(Step(id=f"update:{key}", kind="update", action="replace", address=f"deployment.{key}",
+                               reason="; ".join(reasons), before={f: have[f] for f in changed},
+                               after={f: wanted[f] for f in changed}, data=data, depends_on=depends))
+
+    @staticmethod
+    def _drift(observed: ObservedDeployment) -> str:
+        if observed.status == RUNNING:
+            return ""
+        return (f"drift: {observed.ready_instances} of {observed.instance_count} instances ready "
+                f"({observed.status} outside mlops)")
+
+    # -- wave 4 ----------------------------------------------------------------------------
+
+    def traffic(self, endpoint: Endpoint, created: bool) -> None:
+        observed = self.actual.endpoints.get(endpoint.name)
+        want = {"traffic": _live(endpoint.traffic), "mirror_traffic": _live(endpoint.mirror_traffic)}
+        have = ({"traffic": _live(observed.traffic), "mirror_traffic": _live(observed.mirror_traffic)}
+                if observed is not None and not created else None)
+        if have == want:
+            return
+        split = ", ".join(f"{d} {p}%" for d, p in want["traffic"].items()) or "no live traffic"
+        self.steps.append(Step(
+            id=f"traffic:{endpoint.name}", kind="traffic", action="update", address=f"endpoint.{endpoint.name}",
+            reason=f"route {split}" + "".join(f"; mirror {p}% to {d}" for d, p in want["mirror_traffic"].items()),
+            before=have, after=want, data={"endpoint": endpoint.name, "target": endpoint.target},
+            depends_on=tuple(s.id for s in self.steps if s.kind in ("deploy", "update", "endpoint")
+                             and s.data.get("endpoint") == endpoint.name)))
+
+    # -- wave 5 ----------------------------------------------------------------------------
+
+    def removals(self) -> None:
+        desired = {d.key: d for d in self.spec.deployments()}
+        for key, observed in sorted(self.actual.deployments.items()):
+            wanted = desired.get(key)
+            moved = wanted is not None and self.spec.endpoints[wanted.endpoint].target != observed.target
+            if wanted is not None and not moved:
+                continue
+            self._remove(f"deployment.{key}", observed.target, observed.endpoint, observed.name, moved,
+                         {"model": observed.model, "status": observed.status})
+        for name, observed in sorted(self.actual.endpoints.items()):
+            wanted = self.spec.endpoints.get(name)
+            moved = wanted is not None and wanted.target != observed.target
+            if wanted is None or moved:
+                self._remove(f"endpoint.{name}", observed.target, name, None, moved, {"url": observed.url})
+
+    def _remove(self, address, target, endpoint, deployment, moved, before) -> None:
+        key = f"{endpoint}/{deployment}" if deployment else endpoint
+        data = {"target": target, "endpoint": endpoint, "deployment": deployment}
+        if moved or self.prune:
+            reason = f"moved to another target; removed from {target}" if moved else f"no longer in {self.spec.file}"
+            self.steps.append(Step(id=f"delete:{key}", kind="delete", action="delete", address=address,
+                                   reason=reason, before=before, data=data))
+        else:
+            self.steps.append(Step(id=f"keep:{key}", kind="keep", action="noop", address=address,
+                                   reason="not managed any more, kept; use prune: true or --prune to delete it",
+                                   before=before, data=data))
+
+
+def _selected(step: Step, targets: set[str]) -> bool:
+    endpoint, deployment = step.data.get("endpoint"), step.data.get("deployment")
+    return endpoint in targets or (deployment is not None and f"{endpoint}/{deployment}" in targets) or (
+        step.kind in ("traffic", "endpoint") and any(t.split("/", 1)[0] == endpoint for t in targets))
+
+
+def reconcile(spec: Spec, actual: Actual, *, prune: bool | None = None, targets: set[str] | None = None,
+              spec_digest: str = "", created: str | None = None) -> Plan:
+    """The ordered steps that make ``actual`` match ``spec``."""
+    planner = _Planner(spec, actual, spec.prune if prune is None else prune)
+    planner.register()
+    deploy_steps_start = len(planner.steps)
+    created_endpoints = set()
+    for name, endpoint in sorted(spec.endpoints.items()):
+        step = planner.endpoint(endpoint)
+        if step and planner.steps[-1].action == "create":
+            created_endpoints.add(name)
+        for _, deployment in sorted(endpoint.deployments.items()):
+            planner.deployment(endpoint, deployment, step)
+    for name, endpoint in sorted(spec.endpoints.items()):
+        planner.traffic(endpoint, name in created_endpoints)
+    planner.removals()
+    steps = planner.steps[:deploy_steps_start] + list(planner.builds.values()) + planner.steps[deploy_steps_start:]
+    if targets:
+        chosen = [s for s in steps if s.kind not in ("register", "build") and _selected(s, targets)]
+        needed = {d for s in chosen for d in s.depends_on}
+        steps = [s for s in steps if s in chosen or s.id in needed]
+    steps.sort(key=lambda s: s.wave)  # stable: keeps the order within each wave
+    return Plan(steps=tuple(steps), spec_digest=spec_digest, state_digest=actual.digest(),
+                created=created or datetime.now(UTC).isoformat(timespec="seconds"), prune=planner.prune,
+                target_filter=tuple(sorted(targets or ())))

@@ -1,0 +1,72 @@
+"""The ``Registry`` protocol the reconciler and the scoring service use, and its records.
+
+A model is a name; its versions 1, 2, 3 … are distinct contents (identical content is never a new
+version). Each version records its digest, files, flavor, tags and lineage (which commit, branch
+and author it came from), and the registry knows which deployments serve which version, so a
+version in use can be neither archived nor deleted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from pipeline.registry.hashing import ContentDigest, FileEntry
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    name: str
+    version: int
+    digest: str  # Merkle digest of the files: "sha256:<hex>"
+    size: int
+    flavor: str
+    files: tuple[FileEntry, ...] = ()
+    signature: Mapping[str, Any] | None = None
+    description: str = ""
+    tags: Mapping[str, str] = field(default_factory=dict)
+    created: str = ""  # ISO-8601 UTC
+    archived: bool = False
+    lineage: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.version}"
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    name: str
+    versions: int
+    latest: int | None  # the newest version that is not archived
+    updated: str
+
+
+class Registry(Protocol):
+    def digest(self, source: Path) -> ContentDigest: ...
+
+    def register(self, name: str, source: Path, *, flavor: str, description: str = "",
+                 tags: Mapping[str, str] | None = None, lineage: Mapping[str, Any] | None = None,
+                 signature: Mapping[str, Any] | None = None) -> tuple[ModelVersion, bool]: ...
+
+    def get(self, name: str, version: int | None = None) -> ModelVersion: ...
+
+    def find(self, name: str, digest: str) -> ModelVersion | None: ...
+
+    def list_models(self) -> list[ModelSummary]: ...
+
+    def list_versions(self, name: str, include_archived: bool = False) -> list[ModelVersion]: ...
+
+    def materialize(self, name: str, version: int) -> Path: ...
+
+    def download(self, name: str, version: int, destination: Path) -> Path: ...
+
+    def set_usage(self, usage: Mapping[str, tuple[str, int]]) -> None: ...
+
+    def users(self, name: str, version: int) -> list[str]: ...
+
+    def archive(self, name: str, version: int) -> None: ...
+
+    def delete(self, name: str, version: int) -> list[str]: ...

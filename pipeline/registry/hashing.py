@@ -1,0 +1,137 @@
+"""Content digests of model files and folders, with a cache that makes re-hashing cost only stats.
+
+A file's digest is its sha256. A model's digest is a Merkle digest: the sha256 of the lines
+``<relative posix path>\\0<file sha256 hex>\\n`` sorted by path, so it changes when any file's
+content, name or presence changes, and is independent of the order the filesystem lists files.
+A single file is treated as a folder holding just that file.
+
+First-time hashing streams each file in 4 MiB chunks into a reused buffer (``hashlib`` releases
+the GIL, so a thread per core hashes several files at once). A cache keyed by (path, size,
+mtime_ns, inode) skips files that did not change, so planning over unchanged models only stats.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import UnsafePathError
+
+CHUNK = 4 * 1024 * 1024
+SKIPPED_DIRS = {"__pycache__", ".git", ".ipynb_checkpoints"}
+SKIPPED_FILES = {".DS_Store"}
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str  # relative, posix
+    digest: str  # "sha256:<hex>"
+    size: int
+
+
+@dataclass(frozen=True)
+class ContentDigest:
+    digest: str
+    size: int
+    files: tuple[FileEntry, ...]
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    buffer = bytearray(CHUNK)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as handle:
+        while read := handle.readinto(buffer):
+            digest.update(view[:read])
+    return "sha256:" + digest.hexdigest()
+
+
+def merkle(files: list[FileEntry] | tuple[FileEntry, ...]) -> str:
+    lines = "".join(f"{f.path}\0{f.digest.split(':', 1)[1]}\n" for f in sorted(files, key=lambda f: f.path))
+    return "sha256:" + hashlib.sha256(lines.encode()).hexdigest()
+
+
+def list_files(source: Path) -> list[tuple[str, os.stat_result, Path]]:
+    """Every file of a model as (relative path, stat, absolute path); refuses links that leave it."""
+    source = Path(source)
+    if source.is_file():
+        return [(source.name, source.stat(), source)]
+    if not source.is_dir():
+        raise UnsafePathError(f"{source} is neither a file nor a folder")
+    root = source.resolve()
+    found = []
+
+    def walk(folder: Path, prefix: str) -> None:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                relative = f"{prefix}{entry.name}"
+                if entry.is_symlink():
+                    target = Path(entry.path).resolve()
+                    if not target.is_relative_to(root):
+                        raise UnsafePathError(f"{source}/{relative} is a symlink that points outside the model "
+                                              f"folder ({target}); copy the file in instead")
+                if entry.is_dir():
+                    if entry.name not in SKIPPED_DIRS:
+                        walk(Path(entry.path), relative + "/")
+                elif entry.is_file() and entry.name not in SKIPPED_FILES and not entry.name.endswith(".pyc"):
+                    found.append((relative, entry.stat(), Path(entry.path)))
+
+    walk(source, "")
+    return sorted(found, key=lambda item: item[0])
+
+
+class HashCache:
+    """(path, size, mtime_ns, inode) → digest, in SQLite so separate processes share it."""
+
+    def __init__(self, path: Path | None):
+        self._db = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, size INTEGER, "
+                             "mtime_ns INTEGER, inode INTEGER, digest TEXT)")
+
+    def lookup(self, paths: list[str]) -> dict[str, tuple[int, int, int, str]]:
+        if self._db is None or not paths:
+            return {}
+        found = {}
+        for start in range(0, len(paths), 900):
+            batch = paths[start:start + 900]
+            marks = ",".join("?" * len(batch))
+            for row in self._db.execute(f"SELECT path, size, mtime_ns, inode, digest FROM hashes "
+                                        f"WHERE path IN ({marks})", batch):
+                found[row[0]] = row[1:]
+        return found
+
+    def store(self, rows: list[tuple[str, int, int, int, str]]) -> None:
+        if self._db is not None and rows:
+            self._db.executemany("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?)", rows)
+
+
+def digest_content(source: Path, cache: HashCache | None = None, workers: int | None = None) -> ContentDigest:
+    """The Merkle digest of a model file or folder, hashing only files the cache doesn't know."""
+    files = list_files(source)
+    cache = cache or HashCache(None)
+    known = cache.lookup([str(p) for _, _, p in files])
+    digests: dict[str, str] = {}
+    stale = []
+    for relative, stat, path in files:
+        hit = known.get(str(path))
+        if hit and hit[:3] == (stat.st_size, stat.st_mtime_ns, stat.st_ino):
+            digests[relative] = hit[3]
+        else:
+            stale.append((relative, stat, path))
+    if stale:
+        with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool:
+            fresh = list(pool.map(lambda item: sha256_file(item[2]), stale))
+        for (relative, _, _), digest in zip(stale, fresh, strict=True):
+            digests[relative] = digest
+        cache.store([(str(path), stat.st_size, stat.st_mtime_ns, stat.st_ino, digest)
+                     for (_, stat, path), digest in zip(stale, fresh, strict=True)])
+    entries = tuple(FileEntry(relative, digests[relative], stat.st_size) for relative, stat, _ in files)
+    return ContentDigest(merkle(entries), sum(e.size for e in entries), entries)

@@ -1,0 +1,497 @@
+"""Model loaders, one per flavor, behind one small interface.
+
+Every flavor answers both routes: ``/score`` (Azure ML's ``{"data": rows}`` or
+``{"input_data": {"columns": [...], "data": rows}}``) and OIP v2 ``infer`` (named tensors). A
+request is first *parsed* on the event loop (400 on a bad shape or type, with what was expected),
+then *run* — possibly in a worker thread — so that parsing errors never reach the model and the
+model's own failures are 500s.
+
+An optional ``model.json`` in the model folder holds what the files cannot say::
+
+    {"allow_pickle": false,            # sklearn: also load *.joblib / *.pkl (code execution!)
+     "trusted_types": ["sklearn.tree._tree.Tree"],  # sklearn: types skops does not trust by default
+     "inputs":  [{"name": "x", "datatype": "FP64", "shape": [-1, 4]}],  # metadata when not inferable
+     "outputs": [{"name": "y", "datatype": "INT64", "shape": [-1]}],
+     "input_example": [[5.1, 3.5, 1.4, 0.2]]}   # rows: a warm-up request before ready
+
+It is part of the model's content, so it is reviewed with it in git and covered by the
+registry's digest: the trust it grants is as good as the review of the model itself. Nothing is
+trusted implicitly beyond skops' defaults — not even scikit-learn's own ``Tree`` (used by every
+tree ensemble), whose unchecked node indices let a crafted file read out of bounds; the error
+message names the exact line to add.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import ServeError
+from pipeline.server.http import HTTPError, dumps, loads
+from pipeline.server.tensors import DTYPES, InferRequest, TensorSpec, datatype_of
+
+log = logging.getLogger("mlops.server")
+
+MODEL_FILE = "model.json"
+MLFLOW_EXTRA = 'pip install "mlops-pipeline[mlflow]"'
+PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
+WARM_UP_RUNS = 5
+
+
+def _read_options(model_dir: Path) -> dict[str, Any]:
+    path = model_dir / MODEL_FILE
+    if not path.is_file():
+        return {}
+    try:
+        options = loads(path.read_bytes())
+    except ValueError as error:
+        raise ServeError(f"{path}: not valid JSON: {error}") from None
+    if not isinstance(options, dict):
+        raise ServeError(f"{path}: expected a JSON object")
+    return options
+
+
+def _only_file(model_dir: Path, suffixes: tuple[str, ...], preferred: str) -> Path | None:
+    """The model file in the folder: ``preferred`` if present, else the single file with a suffix."""
+    if (model_dir / preferred).is_file():
+        return model_dir / preferred
+    found = sorted(p for p in model_dir.iterdir() if p.is_file() and p.suffix in suffixes)
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found)
+        raise ServeError(f"{model_dir}: several model files ({names}); name the one to serve {preferred}")
+    return found[0] if found else None
+
+
+def _bad(message: str) -> HTTPError:
+    return HTTPError(400, message)
+
+
+def _rows_of(document: Any) -> tuple[Any, list[str] | None]:
+    """The rows and optional column names of an Azure-style /score body."""
+    if isinstance(document, dict):
+        if "data" in document:
+            return document["data"], None
+        input_data = document.get("input_data")
+        if isinstance(input_data, dict) and "data" in input_data:
+            columns = input_data.get("columns")
+            if columns is not None and not (isinstance(columns, list) and all(isinstance(c, str) for c in columns)):
+                raise _bad("'input_data.columns' must be a list of column names")
+            return input_data["data"], columns
+        if isinstance(input_data, list):
+            return input_data, None
+    raise _bad('expected {"data": [[...], ...]} or {"input_data": {"columns": [...], "data": [[...], ...]}}')
+
+
+class Model:
+    """A loaded model: metadata for the v2 routes plus parse/run for both scoring routes."""
+
+    flavor = ""
+    platform = ""
+
+    def __init__(self, model_dir: Path, options: dict[str, Any]):
+        self.model_dir = model_dir
+        self.options = options
+        self.inputs: list[TensorSpec] = []
+        self.outputs: list[TensorSpec] = []
+        self.columns: list[str] | None = None  # feature names, in the order the model wants them
+        self.example: Any = options.get("input_example")  # rows for a warm-up /score call
+        self.example_given = self.example is not None
+
+    def _apply_declared_metadata(self) -> None:
+        try:
+            if "inputs" in self.options:
+                self.inputs = [TensorSpec.from_json(t) for t in self.options["inputs"]]
+            if "outputs" in self.options:
+                self.outputs = [TensorSpec.from_json(t) for t in self.options["outputs"]]
+        except (KeyError, TypeError, ValueError) as error:
+            raise ServeError(f"{self.model_dir / MODEL_FILE}: bad inputs/outputs: {error}") from None
+
+    # -- /score -----------------------------------------------------------------------------
+    def parse_score(self, body: bytes) -> tuple[Any, Any, int]:
+        """(payload for run_score, the inputs to record, number of rows)."""
+        try:
+            document = loads(body)
+        except ValueError as error:
+            raise _bad(f"request body is not valid JSON: {error}") from None
+        rows, columns = _rows_of(document)
+        matrix = self._matrix(rows, columns)
+        return {self._single_input().name: matrix}, rows, matrix.shape[0]
+
+    def run_score(self, payload: dict[str, np.ndarray]) -> Any:
+        """The predictions (the service wraps them as ``{"predictions": ...}``)."""
+        first = self.outputs[0].name
+        return self.predict(payload, [first])[first]
+
+    # -- OIP v2 infer -----------------------------------------------------------------------
+    def parse_infer(self, request: InferRequest) -> tuple[dict[str, np.ndarray], int]:
+        """Input arrays by the model's input names, cast to their dtypes; 400 when they do not fit."""
+        known = {spec.name: spec for spec in self.inputs}
+        if len(self.inputs) == 1 and len(request.inputs) == 1:
+            arrays = {self.inputs[0].name: next(iter(request.inputs.values()))}
+        else:
+            missing = sorted(set(known) - set(request.inputs))
+            extra = sorted(set(request.inputs) - set(known))
+            if missing or extra:
+                raise _bad(f"expected inputs {sorted(known)}; missing {missing}, unknown {extra}")
+            arrays = dict(request.inputs)
+        for name, array in arrays.items():
+            spec = known[name]
+            self._check_shape(name, array.shape, spec.shape)
+            if spec.datatype != "BYTES" and array.dtype.kind in "OSU":
+                raise _bad(f"input {name!r}: expected {spec.datatype} numbers, got BYTES")
+            if spec.datatype != "BYTES":
+                arrays[name] = array.astype(DTYPES[spec.datatype], copy=False)
+        if request.outputs is not None:
+            names = {spec.name for spec in self.outputs}
+            unknown = [n for n in request.outputs if n not in names]
+            if unknown:
+                raise _bad(f"unknown output(s) {unknown}; this model has {sorted(names)}")
+        rows = max((a.shape[0] if a.ndim else 1) for a in arrays.values())
+        return arrays, rows
+
+    def run_infer(self, arrays: dict[str, np.ndarray], outputs: list[str] | None) -> dict[str, np.ndarray]:
+        return self.predict(arrays, outputs or self.default_outputs())
+
+    def default_outputs(self) -> list[str]:
+        return [self.outputs[0].name]
+
+    # -- what flavors provide ---------------------------------------------------------------
+    def predict(self, arrays: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    # -- shared helpers ---------------------------------------------------------------------
+    def _single_input(self) -> TensorSpec:
+        if len(self.inputs) != 1:
+            raise _bad(f"this model takes {len(self.inputs)} named inputs; use POST /v2/models/<name>/infer")
+        return self.inputs[0]
+
+    @staticmethod
+    def _check_shape(name: str, shape: tuple[int, ...], expected: tuple[int, ...]) -> None:
+        if len(shape) != len(expected) or any(e >= 0 and s != e for s, e in zip(shape, expected, strict=False)):
+            raise _bad(f"input {name!r}: expected shape {list(expected)} (-1: any), got {list(shape)}")
+
+    def _matrix(self, rows: Any, columns: list[str] | None) -> np.ndarray:
+        spec = self._single_input()
+        dtype = DTYPES[spec.datatype]
+        width = spec.shape[-1] if len(spec.shape) == 2 else -1
+        expected = f"a list of rows of {width} numbers" if width >= 0 else "a list of rows"
+        if not isinstance(rows, list) or not rows:
+            raise _bad(f"expected {expected} in 'data'")
+        try:
+            matrix = np.asarray(rows, dtype=dtype)
+        except (TypeError, ValueError):
+            raise _bad(f"expected {expected} ({spec.datatype}); rows have different lengths or non-numbers") from None
+        if matrix.ndim != 2 or (width >= 0 and matrix.shape[1] != width):
+            raise _bad(f"expected {expected}, got an array of shape {list(matrix.shape)}")
+        if columns is not None:
+            matrix = self._reorder(matrix, columns)
+        return matrix
+
+    def _reorder(self, matrix: np.ndarray, columns: list[str]) -> np.ndarray:
+        if len(columns) != matrix.shape[1]:
+            raise _bad(f"{len(columns)} columns named but rows have {matrix.shape[1]} values")
+        if self.columns is None or columns == self.columns:
+            return matrix
+        if sorted(columns) != sorted(self.columns):
+            raise _bad(f"expected columns {self.columns}, got {columns}")
+        order = [columns.index(name) for name in self.columns]
+        return matrix[:, order]
+
+    def synthetic_example(self) -> Any:
+        """One row of zeros when the input width is known (a harmless warm-up), else None."""
+        if len(self.inputs) == 1 and len(self.inputs[0].shape) == 2 and self.inputs[0].shape[1] > 0 \
+                and self.inputs[0].datatype != "BYTES":
+            return [[0] * self.inputs[0].shape[1]]
+        return None
+
+    def warm_up(self) -> float | None:
+        """Score the input example a few times; the median seconds per call, or None without one.
+
+        A declared example that fails is fatal (the deployment would fail its first caller); a
+        synthesized one that fails is only logged, since zeros may be outside the model's domain.
+        """
+        rows = self.example if self.example_given else self.synthetic_example()
+        if rows is None:
+            return None
+        try:
+            payload, _, _ = self.parse_score(dumps({"data": rows}))
+            times = []
+            for _ in range(WARM_UP_RUNS):
+                start = time.perf_counter()
+                self.run_score(payload)
+                times.append(time.perf_counter() - start)
+            return statistics.median(times)
+        except Exception as error:
+            if self.example_given:
+                message = error.message if isinstance(error, HTTPError) else f"{type(error).__name__}: {error}"
+                raise ServeError(f"the model failed on its input_example: {message}") from error
+            log.info("warm-up on a synthesized example failed (%s: %s); skipped", type(error).__name__, error)
+            return None
+
+    def describe_input_schema(self) -> dict[str, Any] | None:
+        """JSON Schema of one /score row, when the input width is known (for /openapi.json)."""
+        example = self.synthetic_example()
+        if example is None:
+            return None
+        item = {"type": "number"} if self.inputs[0].datatype.startswith("FP") else {"type": "integer"}
+        width = len(example[0])
+        row: dict[str, Any] = {"type": "array", "items": item, "minItems": width, "maxItems": width}
+        if self.columns:
+            row["description"] = "values of the columns " + ", ".join(self.columns)
+        return row
+
+
+# ---------------------------------------------------------------------------------------------
+class SklearnModel(Model):
+    """scikit-learn, from skops (no pickle) — or joblib/pickle when model.json allows it."""
+
+    flavor = "sklearn"
+    platform = "sklearn_sklearn"
+
+    def __init__(self, model_dir: Path, options: dict[str, Any]):
+        super().__init__(model_dir, options)
+        self.estimator = self._load()
+        estimator = self.estimator
+        width = int(getattr(estimator, "n_features_in_", -1))
+        names = getattr(estimator, "feature_names_in_", None)
+        self.columns = [str(n) for n in names] if names is not None else None
+        self.inputs = [TensorSpec("input-0", "FP64", (-1, width))]
+        classes = getattr(estimator, "classes_", None)
+        label = datatype_of(classes.dtype) if classes is not None else "FP64"
+        self.outputs = [TensorSpec("predict", label, (-1,))]
+        if hasattr(estimator, "predict_proba"):
+            n_classes = len(classes) if classes is not None else -1
+            self.outputs.append(TensorSpec("predict_proba", "FP64", (-1, n_classes)))
+        self._apply_declared_metadata()
+        # The model was fitted on a DataFrame but rows arrive as arrays, already in column order.
+        warnings.filterwarnings("ignore", message="X does not have valid feature names")
+
+    def _load(self) -> Any:
+        path = _only_file(self.model_dir, (".skops",), "model.skops")
+        if path is not None:
+            return self._load_skops(path)
+        path = _only_file(self.model_dir, PICKLE_SUFFIXES, "model.joblib")
+        if path is None:
+            raise ServeError(f"{self.model_dir}: no model.skops (or other *.skops) file to serve")
+        if self.options.get("allow_pickle") is not True:
+            raise ServeError(f"{path.name} is a pickle, which runs code when loaded; save the model with skops, "
+                             f'or put {{"allow_pickle": true}} in {MODEL_FILE} next to it to accept that')
+        import joblib  # scikit-learn's dependency
+
+        return joblib.load(path)
+
+    def _load_skops(self, path: Path) -> Any:
+        import skops.io as sio
+
+        untrusted = sio.get_untrusted_types(file=path)
+        declared = set(self.options.get("trusted_types", []))
+        refused = [name for name in untrusted if name not in declared]
+        if refused:  # even sklearn's own Tree: crafted node indices read out of bounds (skops' advice)
+            listed = ", ".join(f'"{name}"' for name in refused)
+            raise ServeError(f"{path.name} holds types skops does not trust by default: {', '.join(refused)}; "
+                             f"after reviewing where the file comes from, list them in {MODEL_FILE} next to it: "
+                             f'{{"trusted_types": [{listed}]}}')
+        try:
+            return sio.load(path, trusted=list(untrusted))
+        except Exception as error:
+            raise ServeError(f"cannot load {path.name}: {type(error).__name__}: {error}") from error
+
+    def predict(self, arrays: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+        x = arrays[self.inputs[0].name]
+        return {name: getattr(self.estimator, name)(x) for name in outputs}
+
+
+# ---------------------------------------------------------------------------------------------
+_ONNX_TYPES = {"tensor(float)": "FP32", "tensor(double)": "FP64", "tensor(float16)": "FP16",
+               "tensor(int64)": "INT64", "tensor(int32)": "INT32", "tensor(int16)": "INT16",
+               "tensor(int8)": "INT8", "tensor(uint8)": "UINT8", "tensor(uint16)": "UINT16",
+               "tensor(uint32)": "UINT32", "tensor(uint64)": "UINT64", "tensor(bool)": "BOOL",
+               "tensor(string)": "BYTES"}
+
+
+def _onnx_shape(shape: list[Any]) -> tuple[int, ...]:
+    return tuple(d if isinstance(d, int) and d >= 0 else -1 for d in shape)
+
+
+class OnnxModel(Model):
+    """ONNX Runtime on the CPU with one intra-op thread: lowest latency for small requests."""
+
+    flavor = "onnx"
+    platform = "onnxruntime_onnx"
+
+    def __init__(self, model_dir: Path, options: dict[str, Any]):
+        super().__init__(model_dir, options)
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ServeError('the onnx flavor needs onnxruntime: pip install "mlops-pipeline[onnx]"') from None
+        path = _only_file(model_dir, (".onnx",), "model.onnx")
+        if path is None:
+            raise ServeError(f"{model_dir}: no model.onnx (or other *.onnx) file to serve")
+        settings = ort.SessionOptions()
+        settings.intra_op_num_threads = 1
+        settings.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(path), settings, providers=["CPUExecutionProvider"])
+        except Exception as error:
+            raise ServeError(f"cannot load {path.name}: {error}") from error
+        self.inputs = [TensorSpec(i.name, _ONNX_TYPES.get(i.type, "BYTES"), _onnx_shape(i.shape))
+                       for i in self.session.get_inputs()]
+        # Non-tensor outputs (e.g. skl2onnx's ZipMap sequence of maps) cannot be OIP tensors.
+        self.outputs = [TensorSpec(o.name, _ONNX_TYPES[o.type], _onnx_shape(o.shape))
+                        for o in self.session.get_outputs() if o.type in _ONNX_TYPES]
+        if not self.outputs:
+            raise ServeError(f"{path.name} has no tensor outputs")
+        self._apply_declared_metadata()
+
+    def default_outputs(self) -> list[str]:
+        return [spec.name for spec in self.outputs]
+
+    def predict(self, arrays: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+        return dict(zip(outputs, self.session.run(outputs, arrays), strict=True))
+
+
+# ---------------------------------------------------------------------------------------------
+class PythonModel(Model):
+    """Azure ML's entry-script convention: ``score.py`` with ``init()`` and ``run(raw_data)``.
+
+    ``AZUREML_MODEL_DIR`` points at the model folder before ``init()``; ``run`` receives the raw
+    request body as text (as on Azure) and its JSON-serializable return value is the response body,
+    unwrapped. On the v2 infer route the single input tensor is passed as ``{"data": [...]}`` text
+    and the result is returned as the output tensor (``predictions`` taken out of a dict result).
+    """
+
+    flavor = "python"
+    platform = "python_azureml"
+
+    def __init__(self, model_dir: Path, options: dict[str, Any]):
+        super().__init__(model_dir, options)
+        script = model_dir / "score.py"
+        if not script.is_file():
+            raise ServeError(f"{model_dir}: the python flavor needs a score.py with init() and run(data)")
+        os.environ["AZUREML_MODEL_DIR"] = str(model_dir)
+        sys.path.insert(0, str(model_dir))  # so score.py can import its neighbours
+        try:
+            spec = importlib.util.spec_from_file_location("mlops_score", script)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            run: Callable[[str], Any] = module.run
+            if hasattr(module, "init"):
+                module.init()
+        except Exception as error:
+            raise ServeError(f"score.py failed to load: {type(error).__name__}: {error}") from error
+        self.run = run
+        self.inputs = [TensorSpec("input-0", "FP64", (-1, -1))]
+        self.outputs = [TensorSpec("output-0", "FP64", (-1,))]
+        self._apply_declared_metadata()
+
+    def parse_score(self, body: bytes) -> tuple[Any, Any, int]:
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _bad("request body is not UTF-8 text") from None
+        return text, body, 1
+
+    def run_score(self, payload: str) -> Any:
+        return self.run(payload)
+
+    def synthetic_example(self) -> Any:
+        return None  # user code: only a declared example is safe to call
+
+    def parse_infer(self, request: InferRequest) -> tuple[dict[str, np.ndarray], int]:
+        if len(request.inputs) != 1:
+            raise _bad("the python flavor takes exactly one input tensor")
+        array = next(iter(request.inputs.values()))
+        return {"input-0": array}, (array.shape[0] if array.ndim else 1)
+
+    def run_infer(self, arrays: dict[str, np.ndarray], outputs: list[str] | None) -> dict[str, np.ndarray]:
+        result = self.run(dumps({"data": arrays["input-0"]}).decode())
+        if isinstance(result, str):
+            result = loads(result)
+        if isinstance(result, dict) and "predictions" in result:
+            result = result["predictions"]
+        return {self.outputs[0].name: np.asarray(result)}
+
+
+# ---------------------------------------------------------------------------------------------
+class MlflowModel(Model):
+    """A folder with an ``MLmodel`` file, loaded with ``mlflow.pyfunc`` (the optional extra)."""
+
+    flavor = "mlflow"
+    platform = "mlflow_pyfunc"
+
+    def __init__(self, model_dir: Path, options: dict[str, Any]):
+        super().__init__(model_dir, options)
+        if not (model_dir / "MLmodel").is_file():
+            raise ServeError(f"{model_dir}: the mlflow flavor needs a folder saved by MLflow (with an MLmodel file)")
+        try:
+            import mlflow.pyfunc
+        except ImportError:
+            raise ServeError(f"the mlflow flavor needs MLflow installed: {MLFLOW_EXTRA}") from None
+        try:
+            self.pyfunc = mlflow.pyfunc.load_model(str(model_dir))
+        except Exception as error:
+            raise ServeError(f"MLflow could not load {model_dir}: {type(error).__name__}: {error}") from error
+        self.inputs = [TensorSpec("input-0", "FP64", (-1, -1))]
+        self.outputs = [TensorSpec("predictions", "FP64", (-1,))]
+        self._column_types: dict[str, Any] = {}
+        self._read_signature()
+        self._apply_declared_metadata()
+
+    def _read_signature(self) -> None:
+        metadata = self.pyfunc.metadata
+        schema = metadata.get_input_schema()
+        if schema is not None:
+            if schema.is_tensor_spec():
+                spec = schema.inputs[0]
+                shape = _onnx_shape(list(spec.shape))
+                self.inputs = [TensorSpec(spec.name or "input-0", datatype_of(spec.type), shape)]
+            elif schema.has_input_names():
+                self.columns = schema.input_names()
+                self._column_types = dict(zip(self.columns, schema.numpy_types(), strict=True))
+                kinds = {np.dtype(t).kind for t in self._column_types.values()}
+                datatype = "FP64" if kinds <= set("fiub") else "BYTES"
+                self.inputs = [TensorSpec("input-0", datatype, (-1, len(self.columns)))]
+        if self.example is None:
+            try:
+                example = metadata.load_input_example(str(self.model_dir))
+            except Exception:  # an old or odd example format: warm up without it
+                example = None
+            if example is not None:
+                self.example = np.asarray(example).tolist()
+                self.example_given = True
+
+    def predict(self, arrays: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+        x: Any = arrays[self.inputs[0].name]
+        if self.columns is not None:
+            import pandas as pd  # an MLflow dependency
+
+            x = pd.DataFrame(x, columns=self.columns).astype(self._column_types)
+        result = self.pyfunc.predict(x)
+        if hasattr(result, "to_numpy"):
+            result = result.to_numpy()
+        return {outputs[0]: np.asarray(result)}
+
+
+FLAVOR_CLASSES: dict[str, type[Model]] = {
+    "sklearn": SklearnModel, "onnx": OnnxModel, "python": PythonModel, "mlflow": MlflowModel}
+
+
+def load_model(model_dir: Path, flavor: str) -> Model:
+    """Load the model in ``model_dir`` as ``flavor``; ServeError with the reason when it cannot be."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise ServeError(f"model folder {model_dir} does not exist")
+    if flavor not in FLAVOR_CLASSES:
+        raise ServeError(f"unknown flavor {flavor!r}; expected one of {', '.join(FLAVOR_CLASSES)}")
+    return FLAVOR_CLASSES[flavor](model_dir, _read_options(model_dir))
