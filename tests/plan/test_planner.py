@@ -1,0 +1,183 @@
+"""The pure planner on hand-built desired and actual states."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import MlopsError, ReferenceNotFound
+from pipeline.plan import Plan, image_ref, reconcile, render_markdown, render_text
+from pipeline.spec import load
+from pipeline.state import STOPPED, Actual, ObservedDeployment, ObservedEndpoint, RegisteredModel
+from pipeline.targets.base import settings_digest
+
+SPEC = """\
+version: 1
+models:
+  iris: {path: m, flavor: sklearn}
+environments:
+  sk: {python: "3.11"}
+targets:
+  local: {type: local}
+  box: {type: docker}
+endpoints:
+  web:
+    target: local
+    traffic: {blue: 90, green: 10}
+    deployments:
+      blue: {model: "iris:1"}
+      green: {model: iris}
+  boxed:
+    target: box
+    deployments:
+      only: {model: iris, environment: sk}
+"""
+
+D1, D2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+ENV = "sha256:" + "e" * 64
+
+
+@pytest.fixture
+def spec(tmp_path: Path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.skops").write_text("x")
+    path = tmp_path / "mlops.yaml"
+    path.write_text(SPEC)
+    return load(path)
+
+
+def observed(spec, key: str, model: str, **changes) -> ObservedDeployment:
+    endpoint_name, name = key.split("/")
+    endpoint = spec.endpoints[endpoint_name]
+    values = {"endpoint": endpoint_name, "name": name, "target": endpoint.target, "model": model,
+              "instance_count": 1, "ready_instances": 1,
+              "settings_digest": settings_digest(endpoint, endpoint.deployments[name])}
+    if endpoint.target == "box":
+        values["image"] = image_ref("sk", ENV)
+    return ObservedDeployment(**{**values, **changes})
+
+
+def converged(spec, **overrides) -> Actual:
+    """The actual state in which everything in SPEC already runs (content D1 is version 1)."""
+    values = dict(
+        models={"iris": RegisteredModel("iris", {1: D1})},
+        model_contents={"iris": D1},
+        environment_digests={"docker": {"sk": ENV}},
+        images=frozenset({image_ref("sk", ENV)}),
+        endpoints={"web": ObservedEndpoint("web", "local", traffic={"blue": 90, "green": 10}),
+                   "boxed": ObservedEndpoint("boxed", "box", traffic={"only": 100})},
+        deployments={k: observed(spec, k, "iris:1") for k in ("web/blue", "web/green", "boxed/only")})
+    values.update(overrides)
+    return Actual(**values)
+
+
+def kinds(plan: Plan) -> list[str]:
+    return [step.id for step in plan.steps]
+
+
+def test_nothing_to_do_when_everything_runs(spec):
+    plan = reconcile(spec, converged(spec))
+    assert plan.steps == () and not plan.has_changes
+    assert render_text(plan) == "No changes. The deployed state matches mlops.yaml."
+
+
+def test_empty_world_plans_every_wave_in_order(spec):
+    actual = Actual(models={"iris": RegisteredModel("iris", {1: D1})}, model_contents={"iris": D2},
+                    environment_digests={"docker": {"sk": ENV}})
+    plan = reconcile(spec, actual)
+    assert kinds(plan) == ["register:iris", f"build:{image_ref('sk', ENV)}", "endpoint:boxed", "deploy:boxed/only",
+                           "endpoint:web", "deploy:web/blue", "deploy:web/green", "traffic:boxed", "traffic:web"]
+    assert plan.steps[3].depends_on == ("register:iris", f"build:{image_ref('sk', ENV)}", "endpoint:boxed")
+    assert plan.summary() == "Plan: 7 to add, 2 to change, 0 to destroy."
+
+
+def test_pinned_version_that_does_not_exist_names_its_place(spec):
+    actual = converged(spec, models={"iris": RegisteredModel("iris", {2: D2})}, model_contents={"iris": D2})
+    with pytest.raises(ReferenceNotFound, match=r"mlops.yaml:14:14: model version iris:1 is not registered"):
+        reconcile(spec, actual)
+
+
+def test_new_content_registers_then_updates_the_unpinned_deployments(spec):
+    plan = reconcile(spec, converged(spec, model_contents={"iris": D2}))
+    assert kinds(plan) == ["register:iris", "update:boxed/only", "update:web/green"]
+    update = plan.steps[2]
+    assert update.before == {"model": "iris:1"} and update.after == {"model": "iris:2"}
+    assert update.depends_on == ("register:iris",)
+    assert update.data["model_version"] is None and update.data["model_digest"] == D2
+    assert plan.summary() == "Plan: 1 to add, 2 to change, 0 to destroy."
+
+
+def test_missing_image_is_built_once_and_only_for_docker(spec):
+    other = "sha256:" + "f" * 64
+    plan = reconcile(spec, converged(spec, environment_digests={"docker": {"sk": other}}))
+    assert kinds(plan) == [f"build:{image_ref('sk', other)}", "update:boxed/only"]
+    assert plan.steps[1].after == {"image": image_ref("sk", other)}
+
+
+def test_stopped_deployment_is_drift_and_gets_healed(spec):
+    actual = converged(spec)
+    deployments = dict(actual.deployments)
+    deployments["web/blue"] = observed(spec, "web/blue", "iris:1", ready_instances=0, status=STOPPED)
+    plan = reconcile(spec, converged(spec, deployments=deployments))
+    assert kinds(plan) == ["update:web/blue"]
+    assert "drift: 0 of 1 instances ready" in plan.steps[0].reason
+
+
+def test_model_changed_outside_mlops_is_drift(spec):
+    deployments = dict(converged(spec).deployments)
+    deployments["web/blue"] = observed(spec, "web/blue", "iris:7")
+    plan = reconcile(spec, converged(spec, deployments=deployments))
+    assert plan.steps[0].before == {"model": "iris:7"} and plan.steps[0].after == {"model": "iris:1"}
+
+
+def test_deployment_added_outside_is_kept_without_prune_and_deleted_with_it(spec):
+    deployments = dict(converged(spec).deployments)
+    deployments["web/stray"] = observed(spec, "web/blue", "iris:1", name="stray")
+    actual = converged(spec, deployments=deployments)
+    kept = reconcile(spec, actual)
+    assert kinds(kept) == ["keep:web/stray"] and not kept.has_changes
+    assert "not managed any more, kept" in kept.steps[0].reason
+    pruned = reconcile(spec, actual, prune=True)
+    assert kinds(pruned) == ["delete:web/stray"] and pruned.counts()["destroy"] == 1
+
+
+def test_traffic_change_is_its_own_step_after_deployments(spec):
+    endpoints = dict(converged(spec).endpoints)
+    endpoints["web"] = ObservedEndpoint("web", "local", traffic={"blue": 100})
+    plan = reconcile(spec, converged(spec, endpoints=endpoints))
+    assert kinds(plan) == ["traffic:web"]
+    assert plan.steps[0].after["traffic"] == {"blue": 90, "green": 10}
+
+
+def test_target_filter_keeps_only_that_deployment_and_what_it_needs(spec):
+    plan = reconcile(spec, converged(spec, model_contents={"iris": D2}), targets={"boxed/only"})
+    assert kinds(plan) == ["register:iris", "update:boxed/only", ]
+
+
+def test_plan_round_trips_through_json(spec):
+    plan = reconcile(spec, converged(spec, model_contents={"iris": D2}), spec_digest="sha256:abc", created="t")
+    assert Plan.from_json(plan.to_json()) == plan
+
+
+def test_garbled_plan_file_is_a_clean_error():
+    with pytest.raises(MlopsError, match="not a plan file"):
+        Plan.from_json("{not json")
+    with pytest.raises(MlopsError, match="format version"):
+        Plan.from_json('{"format_version": 99}')
+
+
+def test_markdown_has_the_marker_and_a_summary_table(spec):
+    plan = reconcile(spec, converged(spec, model_contents={"iris": D2}), created="t")
+    markdown = render_markdown(plan)
+    assert markdown.startswith("<!-- mlops-plan -->")
+    assert "| register | 1 | 0 | 0 | 0 |" in markdown and "**Plan: 1 to add, 2 to change, 0 to destroy.**" in markdown
+
+
+def test_ten_thousand_deployments_plan_fast(spec):
+    import time
+
+    deployments = {f"web/d{i}": observed(spec, "web/blue", "iris:1", name=f"d{i}") for i in range(10_000)}
+    started = time.perf_counter()
+    plan = reconcile(spec, converged(spec, deployments={**converged(spec).deployments, **deployments}))
+    assert len(plan.steps) == 10_000 and time.perf_counter() - started < 5
