@@ -22,6 +22,11 @@ done
 mlops score iris --route /v2/models/iris-classifier/infer \
   --data '{"inputs": [{"name": "input-0", "shape": [2, 4], "datatype": "FP64", "data": [5.0, 3.4, 1.5, 0.2, 6.9, 3.1, 5.4, 2.1]}]}'
 
+# a batch like the training data: the monitor should find no drift
+python3 -c 'import csv, json; rows = list(csv.reader(open("models/iris/baseline.csv")))[1:41]
+print(json.dumps({"data": [[float(v) for v in row] for row in rows]}))' > .mlops/batch.json
+mlops score iris --file .mlops/batch.json > /dev/null
+
 step "mlops status"
 mlops status
 

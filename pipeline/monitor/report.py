@@ -90,6 +90,8 @@ def feature_rows(inputs: Any) -> list[list[float]]:
             shape = tensor.get("shape") or [len(values)]
             columns = shape[-1] if len(shape) > 1 else 1
             return values.reshape(-1, columns).tolist()
+        if len(inputs) == 1:  # as the collector stores a tensor: {"input-0": [[...], ...]}
+            return feature_rows(next(iter(inputs.values())))
         return []
     if isinstance(inputs, list) and inputs and isinstance(inputs[0], list):
         return [row for row in inputs if all(isinstance(v, int | float) for v in row)]

@@ -38,6 +38,7 @@ def test_rows_are_read_from_every_request_protocol():
     assert feature_rows({"input_data": {"columns": ["a", "b"], "data": [[1, 2]]}}) == [[1, 2]]
     tensor = {"inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP64", "data": [1, 2, 3, 4]}]}
     assert feature_rows(tensor) == [[1.0, 2.0], [3.0, 4.0]]
+    assert feature_rows({"input-0": [[1, 2], [3, 4]]}) == [[1, 2], [3, 4]]  # a collected tensor
 
 
 def test_psi_of_identical_samples_is_zero():
