@@ -1,0 +1,96 @@
+"""How `mlops plan` scales: a generated repo with N models and N deployments, no-op and 1 % changed.
+
+    python bench/plan.py [--sizes 100 1000 10000]
+
+Times what a plan does for each size: load and validate mlops.yaml, read the registry and hash
+every model (warm hash cache: only stats), and reconcile. The deployments are taken as running
+as the file says (a target observing 10,000 live processes measures the target, not the plan;
+the local target's observe is one record read and one readiness request per instance).
+Prints one table; the per-deployment column shows whether growth is linear.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from pipeline.plan import reconcile
+from pipeline.registry import LocalRegistry
+from pipeline.spec import load
+from pipeline.state import Actual, ObservedDeployment, ObservedEndpoint, RegisteredModel
+from pipeline.targets.base import settings_digest
+
+
+def generate(root: Path, count: int) -> None:
+    lines = ["version: 1", "models:"]
+    for i in range(count):
+        folder = root / "models" / f"m{i}"
+        folder.mkdir(parents=True)
+        (folder / "model.bin").write_bytes(random.randbytes(2048))
+        (folder / "meta.json").write_text(f'{{"id": {i}}}')
+        lines.append(f"  m{i}: {{path: models/m{i}, flavor: sklearn}}")
+    lines += ["targets:", "  local: {type: local}", "endpoints:"]
+    per_endpoint = 10
+    for e in range(0, count, per_endpoint):
+        lines += [f"  e{e}:", "    target: local", f"    traffic: {{d{e}: 100}}", "    deployments:"]
+        lines += [f"      d{i}: {{model: m{i}}}" for i in range(e, min(e + per_endpoint, count))]
+    (root / "mlops.yaml").write_text("\n".join(lines) + "\n")
+
+
+def plan_once(root: Path, running: dict | None) -> tuple[float, object, dict]:
+    started = time.perf_counter()
+    spec = load(root / "mlops.yaml")
+    registry = LocalRegistry(spec.registry_path())
+    models = {m.name: RegisteredModel(m.name, {v.version: v.digest for v in registry.list_versions(m.name)})
+              for m in spec.models.values()}
+    contents = {m.name: registry.digest(spec.root / m.path).digest for m in spec.models.values()}
+    if running is None:  # everything runs as the file says, at the registered versions
+        running = {}
+        endpoints = {}
+        for endpoint in spec.endpoints.values():
+            endpoints[endpoint.name] = ObservedEndpoint(endpoint.name, "local", traffic=dict(endpoint.traffic))
+            for d in endpoint.deployments.values():
+                version = models[d.model.name].version_of(contents[d.model.name])
+                running[d.key] = ObservedDeployment(d.endpoint, d.name, "local", f"{d.model.name}:{version}",
+                                                    ready_instances=1, settings_digest=settings_digest(endpoint, d))
+        running = {"deployments": running, "endpoints": endpoints}
+    actual = Actual(models=models, model_contents=contents, **running)
+    plan = reconcile(spec, actual)
+    return time.perf_counter() - started, plan, running
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000])
+    args = parser.parse_args()
+    rows = []
+    for size in args.sizes:
+        root = Path(tempfile.mkdtemp(prefix="mlops-bench-plan-"))
+        try:
+            generate(root, size)
+            spec = load(root / "mlops.yaml")
+            registry = LocalRegistry(spec.registry_path())
+            for model in spec.models.values():
+                registry.register(model.name, spec.root / model.path, flavor=model.flavor)
+            _, _, running = plan_once(root, None)
+            noop = min(plan_once(root, running)[0] for _ in range(3))
+            _, plan, _ = plan_once(root, running)
+            assert not plan.has_changes, plan.summary()
+            for i in random.sample(range(size), max(1, size // 100)):
+                (root / "models" / f"m{i}" / "model.bin").write_bytes(random.randbytes(2048))
+            changed, plan, _ = plan_once(root, running)
+            rows.append((size, noop, changed, plan.summary()))
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+    print("| models = deployments | no-op plan (s) | per deployment (ms) | 1 % changed (s) | plan |")
+    print("|---:|---:|---:|---:|---|")
+    for size, noop, changed, summary in rows:
+        print(f"| {size:,} | {noop:.3f} | {noop / size * 1000:.3f} | {changed:.3f} | {summary} |")
+
+
+if __name__ == "__main__":
+    main()
