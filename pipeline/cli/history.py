@@ -75,7 +75,7 @@ def rollback_text(spec, text: str, entry, endpoint: str) -> tuple[str, list[str]
         if str(desired.deployments[deployment].model) != then["model"]:
             edits.append((f"endpoints.{endpoint}.deployments.{deployment}.model", then["model"]))
         if desired.traffic.get(deployment, 0) != then.get("traffic", 0):
-            if f"endpoints.{endpoint}.traffic.{deployment}" in spec.positions:
+            if f"endpoints.{endpoint}.traffic.{deployment}" in spec.value_positions:
                 edits.append((f"endpoints.{endpoint}.traffic.{deployment}", str(then.get("traffic", 0))))
             else:
                 notes.append(f"set traffic of '{deployment}' to {then.get('traffic', 0)}% by hand")
@@ -83,8 +83,8 @@ def rollback_text(spec, text: str, entry, endpoint: str) -> tuple[str, list[str]
         if deployment not in served:
             notes.append(f"deployment '{deployment}' did not exist then; remove it or set its traffic to 0")
     # right to left within a line, so earlier columns stay valid
-    for path, value in sorted(edits, key=lambda e: spec.positions[e[0]], reverse=True):
-        line, column = spec.positions[path]
+    for path, value in sorted(edits, key=lambda e: spec.value_positions[e[0]], reverse=True):
+        line, column = spec.value_positions[path]
         _replace_scalar(lines, line, column, value)
     return "\n".join(lines), notes
 

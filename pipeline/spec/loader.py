@@ -71,8 +71,8 @@ def _build(source: Source, root: Path, name: str) -> Spec:
     targets = {n: _fields(Target, t, name=n, settings={k: str(v) for k, v in t.get("settings", {}).items()})
                for n, t in (data.get("targets") or {}).items()}
     endpoints = {n: _endpoint(n, e) for n, e in (data.get("endpoints") or {}).items()}
-    positions = {".".join(str(p) for p in path): where for path, where in source.values.items()}
-    positions.update({".".join(str(p) for p in path): where for path, where in source.keys.items()})
+    values = {".".join(str(p) for p in path): where for path, where in source.values.items()}
+    positions = {**values, **{".".join(str(p) for p in path): where for path, where in source.keys.items()}}
     return Spec(
         root=root.resolve(),
         file=name,
@@ -84,6 +84,7 @@ def _build(source: Source, root: Path, name: str) -> Spec:
         targets=targets,
         endpoints=endpoints,
         positions=positions,
+        value_positions=values,
     )
 
 

@@ -145,8 +145,10 @@ class Spec:
     environments: Mapping[str, Environment]
     targets: Mapping[str, Target]
     endpoints: Mapping[str, Endpoint]
-    # JSON-path-like location ("endpoints.iris.deployments.blue") -> (line, column), for messages
+    # dotted location ("endpoints.iris.deployments.blue") -> (line, column) of its key, for messages
     positions: Mapping[str, tuple[int, int]] = field(default_factory=dict, compare=False, repr=False)
+    # the same locations -> (line, column) where their values start, for edits that keep the file's layout
+    value_positions: Mapping[str, tuple[int, int]] = field(default_factory=dict, compare=False, repr=False)
 
     def where(self, path: str) -> str:
         """``mlops.yaml:12:5`` for a location in the file, or just the file name."""
