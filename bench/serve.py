@@ -4,10 +4,12 @@
 
 Trains two models on synthetic data (a logistic regression on 20 features and a 50-tree random
 forest), saves them with skops (and with ``mlflow.sklearn.save_model`` for MLflow), then for each
-server and model starts one process on 127.0.0.1, measures its cold start (process start → ready)
-and drives it with the same load generator: ``wrk`` with a Lua script for the POST body, or, when
-wrk is missing, a bounded Python client (threads with keep-alive connections; slower, so its
-numbers only compare with each other). Every cell runs ``--duration`` seconds.
+server and model starts one process on 127.0.0.1, measures its cold start (process start → ready,
+each server alone), then drives them in interleaved rounds (medians reported, so that noise from
+other work on the machine hits every server alike) with the same load generator: ``wrk`` with a
+Lua script for the POST body, or, when wrk is missing, a bounded Python client (threads with
+keep-alive connections; slower, so its numbers only compare with each other). Every cell runs
+``--duration`` seconds per round.
 
 Servers: ``mlops`` (auth on, collection off), ``mlops+collect`` (collection at sampling 1.0),
 ``mlflow`` (``mlflow models serve --env-manager local``; skipped with a note when MLflow is not
@@ -188,6 +190,31 @@ def run_bare(model_file: str, port: int) -> None:
     uvicorn.run(app, host=HOST, port=port, loop="uvloop", http="httptools", access_log=False, log_level="warning")
 
 
+def start_servers(model: str, labels: list[str], saved: dict[str, dict[str, Path]], folder: Path,
+                  execution: str, cold: dict[str, float], notes: list[str]) -> list[Server]:
+    """Start each server alone (its cold start is timed), then leave them all idle and ready."""
+    running = []
+    for label in labels:
+        if label in ("mlops", "mlops+collect"):
+            server = mlops_server(label, saved[model]["skops"], folder, label == "mlops+collect", execution)
+        elif label == "mlflow":
+            server = mlflow_server(saved[model]["mlflow"])
+        else:
+            server = bare_server(saved[model]["skops"])
+        try:
+            seconds = server.start(folder)
+            server.check()
+        except (RuntimeError, OSError) as error:
+            server.stop()
+            notes.append(f"{label} on {model} failed: {str(error)[:300]}")
+            print(notes[-1], file=sys.stderr)
+            continue
+        if model == "lr":
+            cold[label] = seconds
+        running.append(server)
+    return running
+
+
 def body() -> bytes:
     row = [round(0.1 * (i + 1) - 1.0, 2) for i in range(FEATURES)]
     return json.dumps({"data": [row]}).encode()
@@ -265,10 +292,17 @@ def run_python(server: Server, concurrency: int, duration: float, folder: Path) 
     return Result(len(latencies) / duration, quantiles[49] * 1000, quantiles[98] * 1000, errors[0])
 
 
+def median(measured: list[Result]) -> Result:
+    """The median of each figure over the rounds (errors: the total)."""
+    return Result(statistics.median(r.rps for r in measured), statistics.median(r.p50_ms for r in measured),
+                  statistics.median(r.p99_ms for r in measured), sum(r.errors for r in measured))
+
+
 # -- report ---------------------------------------------------------------------------------------
 def report(results: dict[tuple[str, str, int], Result], cold: dict[str, float], notes: list[str],
-           concurrency: list[int], load: str, duration: float) -> str:
-    lines = [f"Load: {load}, {duration:g} s per cell, 1-row requests, {os.cpu_count()} CPU cores.", "",
+           concurrency: list[int], load: str, duration: float, rounds: int) -> str:
+    lines = [f"Load: {load}, {duration:g} s per cell and round, medians of {rounds} interleaved rounds, "
+             f"1-row requests, {os.cpu_count()} CPU cores.", "",
              "| server | model | conc. | req/s | p50 ms | p99 ms | errors |", "|---|---|---:|---:|---:|---:|---:|"]
     for (server, model, c), r in results.items():
         lines.append(f"| {server} | {model} | {c} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} |")
@@ -308,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per cell (default 5)")
     parser.add_argument("--concurrency", default="1,16", help="comma-separated connection counts")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per cell; medians reported")
     parser.add_argument("--models", default="lr,rf", help="comma-separated: lr, rf")
     parser.add_argument("--servers", default="mlops,mlops+collect,mlflow,bare")
     parser.add_argument("--execution", default="auto", choices=["auto", "inline", "thread"],
@@ -338,31 +373,23 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(temp)
         saved = train(folder, has_mlflow and "mlflow" in servers)
         for model in args.models.split(","):
-            for label in servers:
-                if label == "mlops":
-                    server = mlops_server(label, saved[model]["skops"], folder, False, args.execution)
-                elif label == "mlops+collect":
-                    server = mlops_server(label, saved[model]["skops"], folder, True, args.execution)
-                elif label == "mlflow":
-                    server = mlflow_server(saved[model]["mlflow"])
-                else:
-                    server = bare_server(saved[model]["skops"])
-                try:
-                    seconds = server.start(folder)
-                    if model == "lr":
-                        cold[label] = seconds
-                    server.check()
-                    for c in concurrency:
-                        result = drive(server, c, args.duration, folder)
-                        results[(label, model, c)] = result
-                        print(f"{label:14} {model:3} c={c:<3} {result.rps:9,.0f} req/s  p50 {result.p50_ms:6.2f} ms"
-                              f"  p99 {result.p99_ms:6.2f} ms  errors {result.errors}", flush=True)
-                except (RuntimeError, subprocess.SubprocessError) as error:
-                    notes.append(f"{label} on {model} failed: {str(error)[:300]}")
-                    print(notes[-1], file=sys.stderr)
-                finally:
+            running = start_servers(model, servers, saved, folder, args.execution, cold, notes)
+            try:
+                rounds: dict[tuple[str, str, int], list[Result]] = {}
+                for _ in range(args.rounds):  # interleaved, so that noise from elsewhere hits all alike
+                    for server in running:
+                        for c in concurrency:
+                            rounds.setdefault((server.label, model, c), []).append(
+                                drive(server, c, args.duration, folder))
+                for key, measured in rounds.items():
+                    results[key] = median(measured)
+                    r = results[key]
+                    print(f"{key[0]:14} {model:3} c={key[2]:<3} {r.rps:9,.0f} req/s  p50 {r.p50_ms:6.2f} ms"
+                          f"  p99 {r.p99_ms:6.2f} ms  errors {r.errors}", flush=True)
+            finally:
+                for server in running:
                     server.stop()
-    table = report(results, cold, notes, concurrency, load, args.duration)
+    table = report(results, cold, notes, concurrency, load, args.duration, args.rounds)
     print()
     print(table)
     if args.write_readme:

@@ -131,8 +131,8 @@ def apply(app: App, plan_file: Path | None, yes: bool, prune: bool | None, targe
     if require_clean:
         check_clean(spec.root)
     state_dir = app.state_dir()
-    interrupted = Journal.interrupted(state_dir / "journal")
     with StateLock(state_dir).acquire(parse_duration(lock_timeout)):
+        interrupted = Journal.interrupted(state_dir / "journal")  # read under the lock: no apply runs now
         if interrupted:
             click.echo(f"A previous apply ({interrupted['apply']}) was interrupted during "
                        f"{interrupted['step'] or 'start-up'}; planning again from the observed state.")
