@@ -181,3 +181,10 @@ def test_ten_thousand_deployments_plan_fast(spec):
     started = time.perf_counter()
     plan = reconcile(spec, converged(spec, deployments={**converged(spec).deployments, **deployments}))
     assert len(plan.steps) == 10_000 and time.perf_counter() - started < 5
+
+
+def test_markdown_for_a_fixed_plan_matches_the_expected_file(spec):
+    plan = reconcile(spec, converged(spec, model_contents={"iris": D2}), spec_digest="sha256:" + "5" * 64,
+                     created="2026-01-01T00:00:00+00:00")
+    expected = Path(__file__).parent / "expected" / "plan.md"
+    assert render_markdown(plan) == expected.read_text()
