@@ -107,11 +107,26 @@ class LocalTarget:
 
     builds_images = False
 
-    def __init__(self, spec: TargetSpec, state_dir: Path):
+    def __init__(self, spec: TargetSpec, state_dir: Path, folder: str = "local"):
         self.name = spec.name
-        self.root = state_dir / "local"
+        self.spec = spec
+        self.root = state_dir / folder
         self.data_dir = state_dir / "data"
         self._http = httpx.Client(timeout=1.0)
+
+    # -- instances (a subclass runs them elsewhere, e.g. in containers) ---------------------
+
+    def _instance_alive(self, instance: dict) -> bool:
+        return _alive(instance)
+
+    def _stop_instances(self, instances: list[dict], grace: float = STOP_GRACE_SECONDS) -> None:
+        _stop(instances, grace)
+
+    def _instance_log(self, instance: dict, lines: int) -> str:
+        return _tail(Path(instance["log"]), lines)
+
+    def _reap_instances(self, known: list[dict]) -> None:
+        """Nothing extra: local instances are processes, found by reap_orphans' process scan."""
 
     # -- records ---------------------------------------------------------------------------
 
@@ -155,14 +170,14 @@ class LocalTarget:
 
     def _observe_deployment(self, endpoint: str, name: str, state: dict) -> ObservedDeployment:
         instances = state.get("instances", [])
-        ready = sum(1 for i in instances if _alive(i) and self._ready(i["port"]))
+        ready = sum(1 for i in instances if self._instance_alive(i) and self._ready(i["port"]))
         status = RUNNING if instances and ready == len(instances) else DEGRADED if ready else STOPPED
         return ObservedDeployment(
             endpoint=endpoint, name=name, target=self.name, model=state["model"],
-            environment=state.get("environment"), image=None, instance_count=len(instances),
+            environment=state.get("environment"), image=state.get("image"), instance_count=len(instances),
             ready_instances=ready, settings_digest=state.get("settings_digest", ""), status=status,
             detail={"urls": [f"http://{HOST}:{i['port']}" for i in instances],
-                    "pids": [i["pid"] for i in instances], "started": state.get("updated")})
+                    "instances": [i.get("id") for i in instances], "started": state.get("updated")})
 
     def _ready(self, port: int) -> bool:
         try:
@@ -279,18 +294,18 @@ class LocalTarget:
         new = [self._start_instance(request) for _ in range(deployment.instance_count)]
         failures = [why for why in (self._await(i, deployment.readiness_probe) for i in new) if why]
         if failures:
-            _stop(new, grace=2)
-            tail = _tail(Path(new[0]["log"]), 30)
+            tail = self._instance_log(new[0], 30)
+            self._stop_instances(new, grace=2)
             raise HealthCheckFailed(
                 f"deployment {endpoint}/{deployment.name} did not become ready: {failures[0]}; "
                 f"{'the previous version keeps serving' if old else 'nothing was deployed'}.\n"
-                f"Last lines of its log ({new[0]['log']}):\n{tail}")
-        state = {"model": request.model.ref, "model_digest": request.model.digest,
+                f"Last lines of its log:\n{tail}")
+        state = {"model": request.model.ref, "model_digest": request.model.digest, "image": request.image,
                  "environment": deployment.environment, "settings_digest": request.settings_digest,
                  "instances": new, "updated": _now()}
         _write(path, state)  # commit: from here on, the new instances are the deployment
         self._switch(endpoint)  # the router sends no new request to the old instances
-        _stop(old.get("instances", []))
+        self._stop_instances(old.get("instances", []))
         return self._observe_deployment(endpoint, deployment.name, state)
 
     def _start_instance(self, request: DeployRequest) -> dict:
@@ -307,7 +322,7 @@ class LocalTarget:
 
     def _await(self, instance: dict, probe: Probe) -> str:
         ready, why = wait_ready(f"http://{HOST}:{instance['port']}{READY_ROUTE}", probe,
-                                alive=lambda: _alive(instance))
+                                alive=lambda: self._instance_alive(instance))
         return "" if ready else why
 
     def delete(self, endpoint: str, deployment: str) -> None:
@@ -317,13 +332,13 @@ class LocalTarget:
             return
         path.unlink()
         self._switch(endpoint)
-        _stop(state.get("instances", []))
+        self._stop_instances(state.get("instances", []))
 
     def logs(self, endpoint: str, deployment: str, lines: int = 50) -> str:
         state = _read(self._deployment_file(endpoint, deployment))
         if state is None:
             raise TargetError(f"no deployment {endpoint}/{deployment} on target '{self.name}'")
-        return "\n".join(f"==> {i['log']} <==\n{_tail(Path(i['log']), lines)}" for i in state["instances"])
+        return "\n".join(f"==> {i['id']} <==\n{self._instance_log(i, lines)}" for i in state["instances"])
 
     # -- crash recovery --------------------------------------------------------------------
 
@@ -339,6 +354,7 @@ class LocalTarget:
             if any(marker in part for part in cmdline) and json.dumps(cmdline) not in known:
                 orphans.append({"pid": process.info["pid"], "create_time": process.info["create_time"]})
         _stop(orphans, grace=5)
+        self._reap_instances(self._records())
         return [o["pid"] for o in orphans]
 
     def _records(self) -> list[dict]:
