@@ -175,7 +175,24 @@ class ImageBuilder:
             raise
         except Exception as error:  # the SDK's API and connection errors
             raise BuildError(f"building {ref} failed: {error}") from None
+        if data.get("repository"):
+            self.push(ref)
         return ref
+
+    def push(self, ref: str) -> None:
+        """Push an image to its repository (targets such as kubernetes pull from there)."""
+        repository, _, tag = ref.rpartition(":")
+        try:
+            for chunk in self.client.api.push(repository, tag=tag, stream=True, decode=True):
+                if "error" in chunk:
+                    raise BuildError(f"pushing {ref} failed: {chunk['error'].strip()} (are you logged in to "
+                                     "the image repository?)")
+                if chunk.get("status"):
+                    self.progress(f"{chunk['status']} {chunk.get('progress', '')}".rstrip())
+        except BuildError:
+            raise
+        except Exception as error:
+            raise BuildError(f"pushing {ref} failed: {error}") from None
 
 
 def ensure_wheelhouse(folder: Path, requirements: list[Path]) -> Path:
