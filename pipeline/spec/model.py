@@ -160,3 +160,15 @@ class Spec:
 
     def registry_path(self) -> Path:
         return (self.root / self.registry).resolve()
+
+    def project_id(self) -> str:
+        """Who owns what a target creates: the repository folder and registry location, hashed.
+
+        Every object mlops creates outside its own folder (containers, images, cluster objects)
+        carries it as a label, and every cleanup matches it, so two projects with identically
+        named targets on one engine never touch each other's objects.
+        """
+        import hashlib
+
+        identity = f"{self.root.resolve()}\0{self.registry_path()}"
+        return hashlib.sha256(identity.encode()).hexdigest()[:16]
