@@ -61,6 +61,8 @@ class ObservedEndpoint:
     traffic: Mapping[str, int] = field(default_factory=dict)
     mirror_traffic: Mapping[str, int] = field(default_factory=dict)
     status: str = RUNNING
+    # how what runs differs from the target's records (stale routes, instances no record names)
+    drift: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

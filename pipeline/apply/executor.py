@@ -148,6 +148,8 @@ class Executor:
             image=step.data.get("image"), settings_digest=settings_digest(endpoint, deployment))
         target = self.targets[endpoint.target]
         target.ensure_endpoint(endpoint)
+        # protected before it serves: a crash from here on leaves it undeletable, never unprotected
+        self.registry.add_usage(f"{deployment.key} (being deployed)", model.name, model.version)
         observed = target.deploy(request)
         return f"{model.ref} ready ({observed.ready_instances}/{observed.instance_count} instances)"
 

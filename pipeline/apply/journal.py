@@ -12,6 +12,8 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pipeline.faults import crash_point
+
 
 class Journal:
     def __init__(self, folder: Path, apply_id: str):
@@ -23,6 +25,7 @@ class Journal:
         entry = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"), "event": event, **fields}
         os.write(self._fd, (json.dumps(entry, default=str) + "\n").encode())
         os.fsync(self._fd)
+        crash_point(f"journal {event}")
 
     def close(self, outcome: str) -> None:
         self.record("end", outcome=outcome)

@@ -1,19 +1,25 @@
 """One apply at a time per state folder: a lock file that says who holds it.
 
 The lock is a file created with O_EXCL (atomic on every local filesystem), holding the holder's
-user, host, pid, start time and a random id. A second apply waits up to its timeout and then fails
-naming the holder; a holder whose pid is dead on this host is reported as such, and
-``mlops force-unlock ID`` releases it, but only with the right id (as Terraform does).
+user, host, pid, the process's start time and a random id. A second apply waits up to its timeout
+and then fails naming the holder. A holder that is provably dead on this host (its pid is gone, or
+was reused by a process with another start time) is taken over at once with a notice: a killed
+apply never needs a hand-made unlock. Takeovers are serialized by an ``flock`` on a guard file and
+re-check the holder's id under it, so two waiters never both take the lock. A holder on another
+host cannot be checked: ``mlops force-unlock ID`` releases it, only with the right id (as
+Terraform does).
 """
 
 from __future__ import annotations
 
+import fcntl
 import getpass
 import json
 import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,10 +30,30 @@ from pipeline.errors import LockError
 POLL_SECONDS = 0.2
 
 
+def _start_time(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def holder_is_dead(holder: dict) -> bool:
+    """The holder ran on this host and its process is gone (or its pid now names another process)."""
+    if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
+        return False
+    started = _start_time(holder["pid"])
+    if started is None:
+        return True
+    recorded = holder.get("pid_started")
+    return isinstance(recorded, int | float) and abs(started - recorded) > 0.01
+
+
 class StateLock:
-    def __init__(self, state_dir: Path, operation: str = "apply"):
+    def __init__(self, state_dir: Path, operation: str = "apply",
+                 notice: Callable[[str], None] | None = None):
         self.path = state_dir / "lock.json"
         self.operation = operation
+        self.notice = notice or (lambda message: None)
         self.id: str | None = None
 
     def holder(self) -> dict | None:
@@ -40,7 +66,7 @@ class StateLock:
 
     def acquire(self, timeout: float = 30.0) -> StateLock:
         info = {"id": uuid.uuid4().hex[:12], "operation": self.operation, "user": getpass.getuser(),
-                "host": socket.gethostname(), "pid": os.getpid(),
+                "host": socket.gethostname(), "pid": os.getpid(), "pid_started": _start_time(os.getpid()),
                 "created": datetime.now(UTC).isoformat(timespec="seconds")}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + timeout
@@ -48,6 +74,8 @@ class StateLock:
             try:
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
+                if self._take_over_dead_holder():
+                    continue
                 if time.monotonic() >= deadline:
                     raise LockError(self._held_message(timeout)) from None
                 time.sleep(POLL_SECONDS)
@@ -58,6 +86,21 @@ class StateLock:
                 os.fsync(handle.fileno())
             self.id = info["id"]
             return self
+
+    def _take_over_dead_holder(self) -> bool:
+        """Remove the lock of a holder that is provably dead; True when one was removed."""
+        holder = self.holder()
+        if not holder or not holder_is_dead(holder):
+            return False
+        with open(self.path.with_name("lock.guard"), "a") as guard:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            if (self.holder() or {}).get("id") != holder.get("id"):
+                return False  # another waiter took it over first
+            self.path.unlink(missing_ok=True)
+        self.notice(f"Took over the state lock of {holder.get('operation', 'an operation')} "
+                    f"{holder.get('id')} by {holder.get('user')}@{holder.get('host')} (pid {holder.get('pid')}, "
+                    f"since {holder.get('created')}): that process is no longer running.")
+        return True
 
     def _held_message(self, timeout: float) -> str:
         holder = self.holder() or {}

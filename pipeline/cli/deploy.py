@@ -131,7 +131,7 @@ def apply(app: App, plan_file: Path | None, yes: bool, prune: bool | None, targe
     if require_clean:
         check_clean(spec.root)
     state_dir = app.state_dir()
-    with StateLock(state_dir).acquire(parse_duration(lock_timeout)):
+    with StateLock(state_dir, notice=click.echo).acquire(parse_duration(lock_timeout)):
         interrupted = Journal.interrupted(state_dir / "journal")  # read under the lock: no apply runs now
         if interrupted:
             click.echo(f"A previous apply ({interrupted['apply']}) was interrupted during "
@@ -148,6 +148,7 @@ def apply(app: App, plan_file: Path | None, yes: bool, prune: bool | None, targe
             current = saved
         click.echo(_render(current, "text"))
         if not current.has_changes:
+            record_usage(app.registry(), served(spec, adapters))  # settle what an interrupted apply protected
             return
         if plan_file is None:
             _confirm(current, yes)
@@ -182,7 +183,7 @@ def status(app: App, fmt: str) -> None:
         endpoints, deployments = adapters[name].observe()
         for endpoint in endpoints:
             rows.append({"endpoint": endpoint.name, "target": name, "url": endpoint.url,
-                         "status": endpoint.status, "auth_mode": endpoint.auth_mode,
+                         "status": endpoint.status, "auth_mode": endpoint.auth_mode, "drift": list(endpoint.drift),
                          "deployments": [
                              {"name": d.name, "model": d.model, "status": d.status,
                               "ready": f"{d.ready_instances}/{d.instance_count}",
@@ -197,6 +198,8 @@ def status(app: App, fmt: str) -> None:
     for row in rows:
         click.echo(f"{row['endpoint']}  {row['url']}  ({row['target']}, router {row['status']}, "
                    f"auth {row['auth_mode']})")
+        for reason in row["drift"]:
+            click.secho(f"  ! drift: {reason}; mlops apply heals it", fg="yellow")
         for d in row["deployments"]:
             mirror = f", mirror {d['mirror']}%" if d["mirror"] else ""
             click.echo(f"  {d['name']:<12} {d['model']:<28} {d['status']:<9} ready {d['ready']:<6} "
@@ -225,7 +228,7 @@ def destroy(app: App, yes: bool, lock_timeout: str) -> None:
             raise MlopsError("destroy needs confirmation; pass --yes")
         if not click.confirm("Destroy them?", default=False):
             raise MlopsError("destroy cancelled")
-    with StateLock(app.state_dir(), "destroy").acquire(parse_duration(lock_timeout)):
+    with StateLock(app.state_dir(), "destroy", notice=click.echo).acquire(parse_duration(lock_timeout)):
         for target, endpoint in names:
             adapters[target].delete_endpoint(endpoint)
             click.echo(f"  - deleted endpoint {endpoint}")

@@ -115,9 +115,12 @@ class _Planner:
             changes["auth_mode"] = (observed.auth_mode, endpoint.auth_mode)
         if observed.status != RUNNING:
             changes["status"] = (observed.status, RUNNING)
+        if observed.drift:
+            changes["drift"] = ("; ".join(observed.drift), "none")
         if changes:
-            reason = ("drift: the endpoint's router is not running (changed outside mlops)"
-                      if "status" in changes else "auth_mode changed")
+            reason = ("drift: the endpoint's router is not running (changed outside mlops)" if "status" in changes
+                      else f"drift: {'; '.join(observed.drift)} (an interrupted apply or a change outside mlops)"
+                      if "drift" in changes else "auth_mode changed")
             self.steps.append(Step(id=f"endpoint:{endpoint.name}", kind="endpoint", action="update", address=address,
                                    reason=reason, before={k: v[0] for k, v in changes.items()},
                                    after={k: v[1] for k, v in changes.items()}, data=data))

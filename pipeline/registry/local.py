@@ -26,6 +26,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pipeline.errors import IntegrityError, InUseError, ReferenceNotFound, UnsafePathError
+from pipeline.faults import crash_point
 from pipeline.registry.base import ModelSummary, ModelVersion
 from pipeline.registry.hashing import ContentDigest, FileEntry, HashCache, digest_content, list_files, sha256_file
 
@@ -169,6 +170,7 @@ class LocalRegistry:
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
+        crash_point("registry version committed")
         return self.get(name, version), True
 
     def set_tags(self, name: str, version: int, tags: Mapping[str, str]) -> ModelVersion:
@@ -228,6 +230,12 @@ class LocalRegistry:
         self._db.execute("DELETE FROM usage")
         self._db.executemany("INSERT INTO usage VALUES (?, ?, ?)", [(k, n, v) for k, (n, v) in usage.items()])
         self._db.execute("COMMIT")
+        crash_point("registry usage committed")
+
+    def add_usage(self, user: str, name: str, version: int) -> None:
+        """Protect a version before a deployment starts serving it (kept until the next ``set_usage``)."""
+        self._db.execute("INSERT OR REPLACE INTO usage VALUES (?, ?, ?)", (user, name, version))
+        crash_point("registry usage committed")
 
     def users(self, name: str, version: int) -> list[str]:
         return [r[0] for r in self._db.execute(

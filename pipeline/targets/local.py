@@ -11,9 +11,11 @@ started them; what runs is recorded under ``<state>/local/``::
     instances/<id>.json, logs/<id>.log           each process's config and log
 
 Crash safety comes from one rule: the records are the truth, written atomically, and a process
-is only ever routed to after it was committed to them. Every operation first re-derives each
-router's routes from the records, then stops processes started under this folder that no record
-names (left by an apply killed mid-way), so a re-run converges without orphans.
+is only ever routed to after it was committed to them. ``observe`` compares what really runs with
+the records (each router's live routes, processes started under this folder that no record names)
+and reports every divergence as the endpoint's drift, so ``plan`` shows it and ``status`` never
+misreports; ``ensure_endpoint`` heals it (re-derives the routes, waits until the router serves
+them, then stops the orphans), so an apply killed at any point converges when run again.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import psutil
 
 from pipeline import keys as endpoint_keys
 from pipeline.errors import HealthCheckFailed, TargetError
+from pipeline.faults import crash_point
 from pipeline.spec.model import Endpoint, Probe
 from pipeline.spec.model import Target as TargetSpec
 from pipeline.state import DEGRADED, RUNNING, STOPPED, ObservedDeployment, ObservedEndpoint
@@ -45,6 +48,7 @@ from pipeline.targets.router import READY_PATH
 HOST = "127.0.0.1"
 STOP_GRACE_SECONDS = 15
 ROUTER_PROBE = Probe(period=0.05, timeout=1.0, failure_threshold=200)
+ROUTER_RELOAD_SECONDS = 0.5  # the router polls its routes file every 50 ms; past this, stale routes are drift
 
 
 def _now() -> str:
@@ -60,6 +64,22 @@ def _read(path: Path) -> dict | None:
 
 def _write(path: Path, data: dict) -> None:
     endpoint_keys.write_atomic(path, data, mode=0o644)
+    crash_point(f"record {path.parent.name}/{path.name}")
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
+
+
+def _config_argument(cmdline: list[str]) -> str | None:
+    """The ``--config FILE`` of a router or service command line."""
+    for flag, value in zip(cmdline, cmdline[1:], strict=False):
+        if flag == "--config":
+            return value
+    return None
 
 
 def _alive(record: dict) -> bool:
@@ -121,6 +141,8 @@ class LocalTarget:
 
     def _stop_instances(self, instances: list[dict], grace: float = STOP_GRACE_SECONDS) -> None:
         _stop(instances, grace)
+        if instances:
+            crash_point("instances stopped")
 
     def _instance_log(self, instance: dict, lines: int) -> str:
         return _tail(Path(instance["log"]), lines)
@@ -157,13 +179,15 @@ class LocalTarget:
 
     def observe(self) -> tuple[list[ObservedEndpoint], list[ObservedDeployment]]:
         endpoints, deployments = [], []
+        orphans = self._orphans()
         for name in self._endpoints():
             record = _read(self._endpoint_dir(name) / "endpoint.json") or {}
             router_up = _alive(record.get("router", {}))
             endpoints.append(ObservedEndpoint(
                 name=name, target=self.name, url=f"http://{HOST}:{record.get('port')}",
                 auth_mode=record.get("auth_mode", "key"), traffic=record.get("traffic", {}),
-                mirror_traffic=record.get("mirror", {}), status=RUNNING if router_up else STOPPED))
+                mirror_traffic=record.get("mirror", {}), status=RUNNING if router_up else STOPPED,
+                drift=self._drift(name, record, router_up, [o for o in orphans if o.get("endpoint") == name])))
             for deployment, state in self._deployments(name).items():
                 deployments.append(self._observe_deployment(name, deployment, state))
         return endpoints, deployments
@@ -179,6 +203,32 @@ class LocalTarget:
             detail={"urls": [f"http://{HOST}:{i['port']}" for i in instances],
                     "instances": [i.get("id") for i in instances], "started": state.get("updated")})
 
+    def _drift(self, endpoint: str, record: dict, router_up: bool, orphans: list[dict]) -> tuple[str, ...]:
+        """How what runs differs from the records (left by an interrupted apply or a hand edit)."""
+        reasons = []
+        text, generation = self._routes(endpoint)
+        if _read_text(self._endpoint_dir(endpoint) / "router.json") != text:
+            reasons.append("the router's routes do not match the deployment records")
+        elif router_up and not self._router_serves(record, generation, ROUTER_RELOAD_SECONDS):
+            reasons.append("the router serves routes that do not match the deployment records")
+        if orphans:
+            reasons.append(f"{len(orphans)} instance(s) that no record names still run")
+        return tuple(reasons)
+
+    def _router_serves(self, record: dict, generation: str, wait: float) -> bool:
+        """The router answers with ``generation`` within ``wait`` seconds."""
+        url = f"http://{HOST}:{record.get('port')}{READY_PATH}"
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                if self._http.get(url).json().get("generation") == generation:
+                    return True
+            except (httpx.HTTPError, ValueError):
+                pass
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
     def _ready(self, port: int) -> bool:
         try:
             return self._http.get(f"http://{HOST}:{port}{READY_ROUTE}").status_code == 200
@@ -188,7 +238,8 @@ class LocalTarget:
     # -- endpoints -------------------------------------------------------------------------
 
     def ensure_endpoint(self, endpoint: Endpoint) -> ObservedEndpoint:
-        """Create the endpoint's record, keys and router, or restart a router that died."""
+        """Create the endpoint's record, keys and router, or heal it: restart a router that died,
+        make it serve the routes the records say, and stop instances no record names."""
         folder = self._endpoint_dir(endpoint.name)
         path = folder / "endpoint.json"
         record = _read(path) or {"name": endpoint.name, "port": free_port(HOST), "traffic": {},
@@ -204,6 +255,7 @@ class LocalTarget:
                 folder / "router.log")
             _write(path, record)
             self._wait_router(endpoint.name, record)
+        self.reap_orphans()
         return ObservedEndpoint(name=endpoint.name, target=self.name, url=f"http://{HOST}:{record['port']}",
                                 auth_mode=endpoint.auth_mode, traffic=record["traffic"],
                                 mirror_traffic=record["mirror"])
@@ -232,22 +284,28 @@ class LocalTarget:
 
     # -- routing ---------------------------------------------------------------------------
 
-    def _sync_routes(self, endpoint: str) -> str:
-        """Write the router's routes from the records; returns the generation to wait for."""
-        folder = self._endpoint_dir(endpoint)
-        record = _read(folder / "endpoint.json") or {}
+    def _routes(self, endpoint: str) -> tuple[str, str]:
+        """The router's routes as the records say (file text) and their generation."""
+        record = _read(self._endpoint_dir(endpoint) / "endpoint.json") or {}
         backends = {name: [f"http://{HOST}:{i['port']}" for i in state.get("instances", [])]
                     for name, state in self._deployments(endpoint).items()}
         routes = {"endpoint": endpoint, "host": HOST, "port": record.get("port"), "backends": backends,
                   "traffic": record.get("traffic", {}), "mirror": record.get("mirror", {})}
         text = json.dumps(routes, indent=2, sort_keys=True)
+        return text, hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def _sync_routes(self, endpoint: str) -> str:
+        """Write the router's routes from the records; returns the generation to wait for."""
+        folder = self._endpoint_dir(endpoint)
+        text, generation = self._routes(endpoint)
         current = folder / "router.json"
-        if not current.exists() or current.read_text() != text:
+        if _read_text(current) != text:
             folder.mkdir(parents=True, exist_ok=True)
             temp = folder / ".router.json.tmp"
             temp.write_text(text)
             os.replace(temp, current)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+            crash_point("routes written")
+        return generation
 
     def _switch(self, endpoint: str) -> None:
         """Re-derive the routes and wait until the router serves them (if the router runs)."""
@@ -255,6 +313,7 @@ class LocalTarget:
         record = _read(self._endpoint_dir(endpoint) / "endpoint.json") or {}
         if _alive(record.get("router", {})):
             self._wait_router(endpoint, record, generation)
+            crash_point("router switched")
 
     def _wait_router(self, endpoint: str, record: dict, generation: str | None = None) -> None:
         url = f"http://{HOST}:{record['port']}{READY_PATH}"
@@ -343,19 +402,40 @@ class LocalTarget:
     # -- crash recovery --------------------------------------------------------------------
 
     def reap_orphans(self) -> list[int]:
-        """Stop processes started under this folder that no record names (an interrupted apply)."""
+        """Route by the records, then stop what no record names (left by an interrupted apply)."""
         for endpoint in self._endpoints():
             self._switch(endpoint)
+        orphans = self._orphans()
+        _stop([o for o in orphans if "pid" in o], grace=5)
+        self._reap_instances(self._records())
+        if orphans:
+            crash_point("orphans stopped")
+        return [o["pid"] for o in orphans if "pid" in o]
+
+    def _orphans(self) -> list[dict]:
+        """Processes started under this folder that no record names, with the endpoint they served."""
         known = {json.dumps(r.get("command")) for r in self._records()}
         marker = str(self.root)
         orphans = []
         for process in psutil.process_iter(["pid", "cmdline", "create_time"]):
             cmdline = process.info["cmdline"] or []
             if any(marker in part for part in cmdline) and json.dumps(cmdline) not in known:
-                orphans.append({"pid": process.info["pid"], "create_time": process.info["create_time"]})
-        _stop(orphans, grace=5)
-        self._reap_instances(self._records())
-        return [o["pid"] for o in orphans]
+                orphans.append({"pid": process.info["pid"], "create_time": process.info["create_time"],
+                                "endpoint": self._endpoint_of(_config_argument(cmdline))})
+        return orphans + self._orphan_instances(self._records())
+
+    def _endpoint_of(self, config: str | None) -> str | None:
+        """The endpoint a router (endpoints/<name>/router.json) or an instance config belongs to."""
+        if config is None:
+            return None
+        path = Path(config)
+        if path.name == "router.json":
+            return path.parent.name
+        return (_read(path) or {}).get("endpoint") if path.suffix == ".json" else None
+
+    def _orphan_instances(self, known: list[dict]) -> list[dict]:
+        """Nothing extra: local instances are processes, found by the process scan."""
+        return []
 
     def _records(self) -> list[dict]:
         records = []
