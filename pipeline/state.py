@@ -83,6 +83,9 @@ class Actual:
         data = asdict(self)
         for deployment in data["deployments"].values():
             deployment.pop("detail", None)
+        for endpoint in data["endpoints"].values():
+            if not endpoint["drift"]:
+                del endpoint["drift"]  # no drift fingerprints as it did before drift was observed
         data["images"] = sorted(self.images)
         text = json.dumps(data, sort_keys=True, default=str)
         return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
