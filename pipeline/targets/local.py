@@ -67,6 +67,11 @@ def _write(path: Path, data: dict) -> None:
     crash_point(f"record {path.parent.name}/{path.name}")
 
 
+def _inherited_environment() -> dict[str, str]:
+    """This process's environment without fault-injection settings (they are meant for mlops itself)."""
+    return {key: value for key, value in os.environ.items() if not key.startswith("MLOPS_CRASH_")}
+
+
 def _read_text(path: Path) -> str | None:
     try:
         return path.read_text()
@@ -339,7 +344,7 @@ class LocalTarget:
         with log_path.open("ab") as log:
             process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, close_fds=True, env={**os.environ, **(env or {})})
+                start_new_session=True, close_fds=True, env={**_inherited_environment(), **(env or {})})
         return {"pid": process.pid, "create_time": psutil.Process(process.pid).create_time(),
                 "command": command, "log": str(log_path), "started": _now()}
 
