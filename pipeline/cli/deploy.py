@@ -136,16 +136,22 @@ def apply(app: App, plan_file: Path | None, yes: bool, prune: bool | None, targe
         if interrupted:
             click.echo(f"A previous apply ({interrupted['apply']}) was interrupted during "
                        f"{interrupted['step'] or 'start-up'}; planning again from the observed state.")
+        saved = Plan.from_json(plan_file.read_text()) if plan_file is not None else None
+        if saved is not None:  # plan again exactly as the saved plan was made
+            prune, targets = saved.prune or None, saved.target_filter
         current, adapters, builder = make_plan(app, prune, targets)
-        if plan_file is not None:
-            saved = Plan.from_json(plan_file.read_text())
+        if saved is not None:
             if saved.spec_digest != spec_digest(spec, Path(app.file)):
                 raise StalePlanError(f"{plan_file} was made for a different {app.file}; it changed since. "
                                      "Run mlops plan again")
             if saved.state_digest != current.state_digest:
                 raise StalePlanError(f"{plan_file} is stale: the registry or the deployments changed since "
                                      "it was made. Run mlops plan again")
-            current = saved
+            if json.loads(saved.to_json())["steps"] != json.loads(current.to_json())["steps"]:
+                raise StalePlanError(f"{plan_file} holds other steps than mlops plans for this file and state "
+                                     "(was it edited?); only a plan made by mlops plan is applied. Run mlops plan "
+                                     "again")
+            # what runs is the plan computed now, which the saved one was checked to equal
         click.echo(_render(current, "text"))
         if not current.has_changes:
             record_usage(app.registry(), served(spec, adapters))  # settle what an interrupted apply protected

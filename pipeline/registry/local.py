@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pipeline.errors import IntegrityError, InUseError, ReferenceNotFound, UnsafePathError
+from pipeline.errors import IntegrityError, InUseError, MlopsError, ReferenceNotFound, UnsafePathError
 from pipeline.faults import crash_point
 from pipeline.registry.base import ModelSummary, ModelVersion
 from pipeline.registry.hashing import ContentDigest, FileEntry, HashCache, digest_content, list_files, sha256_file
@@ -198,8 +198,7 @@ class LocalRegistry:
         """A verified, read-only folder with the version's files (built once, reused after)."""
         record = self.get(name, version)
         folder = self.root / "materialized" / record.digest.split(":", 1)[1]
-        if folder.exists() and all((folder / f.path).is_file() and (folder / f.path).stat().st_size == f.size
-                                   for f in record.files):
+        if folder.exists() and self._holds(folder, record):
             return folder
         folder.parent.mkdir(parents=True, exist_ok=True)
         temp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".building-"))
@@ -216,10 +215,29 @@ class LocalRegistry:
                 _remove_tree(temp)
         return folder
 
+    @staticmethod
+    def _holds(folder: Path, record: ModelVersion) -> bool:
+        """The folder holds exactly the version's files: every byte re-hashed, no file added or missing."""
+        try:
+            return digest_content(folder).digest == record.digest
+        except (OSError, UnsafePathError):
+            return False
+
     def download(self, name: str, version: int, destination: Path) -> Path:
+        """Copy a version into ``destination`` (new or empty): written aside, renamed once verified."""
         record = self.get(name, version)
-        destination.mkdir(parents=True, exist_ok=True)
-        self._verified_copy(record, destination)
+        if destination.exists() and (not destination.is_dir() or any(destination.iterdir())):
+            raise MlopsError(f"{destination} already exists and is not an empty folder; choose a new one")
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        temp = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}.download-"))
+        try:
+            self._verified_copy(record, temp)
+            if destination.exists():
+                destination.rmdir()
+            os.replace(temp, destination)
+        finally:
+            if temp.exists():
+                shutil.rmtree(temp, ignore_errors=True)
         return destination
 
     # -- usage and deletion ----------------------------------------------------------------

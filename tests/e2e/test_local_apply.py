@@ -132,3 +132,17 @@ def test_deployment_that_never_gets_ready_leaves_the_old_one_serving(repo):
     assert "did not become ready" in result.stderr and "weights missing" in result.stderr
     (repo.root / "mlops.yaml").write_text(spec)
     assert repo.score(IRIS_ROWS).status_code == 200
+
+
+def test_saved_plan_with_a_step_added_by_hand_is_refused(repo):
+    repo.mlops("apply", "--yes")
+    spec = (repo.root / "mlops.yaml").read_text()
+    (repo.root / "mlops.yaml").write_text(spec.replace("sampling_rate: 1.0", "sampling_rate: 0.5"))
+    repo.mlops("plan", "--out", "plan.json")
+    plan = json.loads((repo.root / "plan.json").read_text())
+    plan["steps"].append({"id": "delete:iris", "kind": "delete", "action": "delete", "address": "endpoint.iris",
+                          "reason": "slipped in", "data": {"target": "local", "endpoint": "iris"}})
+    (repo.root / "plan.json").write_text(json.dumps(plan))  # the digests are left untouched
+    refused = repo.mlops("apply", "plan.json", check=False)
+    assert refused.returncode == 1 and "other steps" in refused.stderr
+    assert repo.score(IRIS_ROWS).status_code == 200

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import IntegrityError, InUseError, ReferenceNotFound, UnsafePathError
+from pipeline.errors import IntegrityError, InUseError, MlopsError, ReferenceNotFound, UnsafePathError
 from pipeline.registry import LocalRegistry
 from pipeline.registry.hashing import sha256_file
 from pipeline.registry.local import safe_relative
@@ -65,8 +65,34 @@ def test_tampered_blob_is_refused(registry, tmp_path):
     blob.write_text("evil")
     with pytest.raises(IntegrityError, match="does not match its digest"):
         registry.download("iris", 1, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and list(tmp_path.glob(".out.download-*")) == []
     with pytest.raises(IntegrityError):
         registry.materialize("iris", 1)
+
+
+def test_a_materialized_copy_edited_in_place_is_rebuilt_not_served(registry, tmp_path):
+    registry.register("iris", model(tmp_path / "a", w="weights"), flavor="sklearn")
+    folder = registry.materialize("iris", 1)
+    (folder / "w").chmod(0o644)
+    (folder / "w").write_text("WEIGHTS")  # same size, other bytes
+    assert (registry.materialize("iris", 1) / "w").read_text() == "weights"
+
+
+def test_a_file_added_to_a_materialized_copy_is_not_served(registry, tmp_path):
+    registry.register("iris", model(tmp_path / "a", w="weights"), flavor="sklearn")
+    folder = registry.materialize("iris", 1)
+    folder.chmod(0o755)
+    (folder / "score.py").write_text("import os")
+    assert not (registry.materialize("iris", 1) / "score.py").exists()
+
+
+def test_download_refuses_a_folder_that_holds_files(registry, tmp_path):
+    registry.register("iris", model(tmp_path / "a", w="weights"), flavor="sklearn")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "mine.txt").write_text("keep")
+    with pytest.raises(MlopsError, match="not an empty folder"):
+        registry.download("iris", 1, tmp_path / "out")
+    assert (tmp_path / "out" / "mine.txt").read_text() == "keep"
 
 
 def test_materialized_copy_is_verified_and_read_only(registry, tmp_path):
