@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -51,3 +52,11 @@ def test_workflows_pass_actionlint():
     files = [*map(str, (REPO / ".github" / "workflows").glob("*.yml")), *map(str, TEMPLATES.glob("*.yml"))]
     result = subprocess.run(["actionlint", *files], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_action_is_pinned_to_a_commit_with_its_version_named():
+    files = sorted((REPO / ".github" / "workflows").glob("*.yml")) + sorted(TEMPLATES.glob("*.yml"))
+    uses = [line.strip() for path in files for line in path.read_text().splitlines() if "uses:" in line]
+    assert uses
+    pinned = re.compile(r"^- uses: [\w.-]+/[\w./-]+@[0-9a-f]{40}  # v\d+(\.\d+)*$")
+    assert [line for line in uses if not pinned.match(line)] == []
