@@ -1,8 +1,9 @@
 """The deployment ledger: what every apply did, kept beside the registry (``ledger.db``, SQLite).
 
-Each entry: time, commit, who, the plan summary, and for each deployment the model version, image
-and traffic it serves afterwards. ``mlops history`` reads it ("what served this endpoint, when,
-from which commit"); ``mlops rollback`` turns an entry back into an mlops.yaml change.
+Each entry (an apply or a destroy): time, commit, who, the plan summary, the endpoints it acted on,
+and for each deployment the model version, image and traffic it serves afterwards. ``mlops
+history`` reads it ("what served this endpoint, when, from which commit"); ``mlops rollback``
+turns an entry back into an mlops.yaml change.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pipeline.faults import crash_point
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -26,6 +29,7 @@ CREATE TABLE IF NOT EXISTS entries (
     served TEXT NOT NULL
 );
 """
+_COLUMNS = "id, time, commit_sha, author, summary, outcome, served, endpoints"
 
 
 @dataclass(frozen=True)
@@ -38,9 +42,10 @@ class Entry:
     outcome: str
     # "endpoint/deployment" -> {"model": "iris:3", "image": ..., "traffic": 90, "mirror": 0}
     served: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    acted_on: tuple[str, ...] = ()  # endpoints the entry changed that serve nothing after it (destroyed)
 
     def endpoints(self) -> set[str]:
-        return {key.split("/", 1)[0] for key in self.served}
+        return {key.split("/", 1)[0] for key in self.served} | set(self.acted_on)
 
 
 class Ledger:
@@ -49,19 +54,22 @@ class Ledger:
         self._db = sqlite3.connect(folder / "ledger.db", timeout=30, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(entries)")}
+        if "endpoints" not in columns:  # ledgers written before destroy was recorded
+            self._db.execute("ALTER TABLE entries ADD COLUMN endpoints TEXT NOT NULL DEFAULT '[]'")
 
     def record(self, *, commit: str | None, author: str | None, summary: str, outcome: str,
-               served: Mapping[str, Mapping[str, Any]]) -> int:
+               served: Mapping[str, Mapping[str, Any]], acted_on: tuple[str, ...] = ()) -> int:
         cursor = self._db.execute(
-            "INSERT INTO entries (time, commit_sha, author, summary, outcome, served) VALUES (?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO entries ({_COLUMNS.removeprefix('id, ')}) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (datetime.now(UTC).isoformat(timespec="seconds"), commit, author, summary, outcome,
-             json.dumps(served, sort_keys=True)))
+             json.dumps(served, sort_keys=True), json.dumps(sorted(acted_on))))
+        crash_point("ledger entry committed")
         return cursor.lastrowid
 
     def entries(self, endpoint: str | None = None) -> list[Entry]:
-        rows = self._db.execute(
-            "SELECT id, time, commit_sha, author, summary, outcome, served FROM entries ORDER BY id").fetchall()
-        entries = [Entry(*row[:6], served=json.loads(row[6])) for row in rows]
+        rows = self._db.execute(f"SELECT {_COLUMNS} FROM entries ORDER BY id").fetchall()
+        entries = [Entry(*row[:6], served=json.loads(row[6]), acted_on=tuple(json.loads(row[7]))) for row in rows]
         if endpoint is not None:
             entries = [e for e in entries if endpoint in e.endpoints()]
         return entries

@@ -188,14 +188,18 @@ def status(app: App, fmt: str) -> None:
     for name in sorted(used_targets(spec) & set(adapters)):
         endpoints, deployments = adapters[name].observe()
         for endpoint in endpoints:
+            mine = [d for d in deployments if d.endpoint == endpoint.name]
+            main = max(mine, key=lambda d: endpoint.traffic.get(d.name, 0), default=None)
             rows.append({"endpoint": endpoint.name, "target": name, "url": endpoint.url,
+                         "scoring_uri": f"{endpoint.url}/score",
+                         "oip_uri": f"{endpoint.url}/v2/models/{main.model.rpartition(':')[0]}/infer" if main else None,
                          "status": endpoint.status, "auth_mode": endpoint.auth_mode, "drift": list(endpoint.drift),
                          "deployments": [
                              {"name": d.name, "model": d.model, "status": d.status,
                               "ready": f"{d.ready_instances}/{d.instance_count}",
                               "traffic": endpoint.traffic.get(d.name, 0),
                               "mirror": endpoint.mirror_traffic.get(d.name, 0)}
-                             for d in deployments if d.endpoint == endpoint.name]})
+                             for d in mine]})
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
         return
@@ -204,6 +208,9 @@ def status(app: App, fmt: str) -> None:
     for row in rows:
         click.echo(f"{row['endpoint']}  {row['url']}  ({row['target']}, router {row['status']}, "
                    f"auth {row['auth_mode']})")
+        click.echo(f"  scoring URI  {row['scoring_uri']}")
+        if row["oip_uri"]:
+            click.echo(f"  OIP v2 URI   {row['oip_uri']}")
         for reason in row["drift"]:
             click.secho(f"  ! drift: {reason}; mlops apply heals it", fg="yellow")
         for d in row["deployments"]:
@@ -214,12 +221,17 @@ def status(app: App, fmt: str) -> None:
 
 @click.command()
 @click.option("--yes", "-y", is_flag=True, help="Destroy without asking.")
+@click.option("--purge-data", is_flag=True, help="Also delete the data the endpoints collected (kept by default).")
 @click.option("--lock-timeout", default="30s", show_default=True)
 @pass_app
-def destroy(app: App, yes: bool, lock_timeout: str) -> None:
+def destroy(app: App, yes: bool, purge_data: bool, lock_timeout: str) -> None:
     """Stop every endpoint and deployment that mlops.yaml manages (registered models are kept)."""
+    import shutil
+
+    from pipeline.apply.ledger import Ledger
     from pipeline.apply.lock import StateLock
     from pipeline.cli.wiring import make_targets, record_usage, served, used_targets
+    from pipeline.gitops.lineage import read_lineage
 
     spec = app.spec()
     adapters = make_targets(spec, app.state_dir())
@@ -228,17 +240,32 @@ def destroy(app: App, yes: bool, lock_timeout: str) -> None:
     if not names:
         click.echo("Nothing to destroy.")
         return
-    click.echo("Will delete endpoints: " + ", ".join(e for _, e in names))
+    click.echo("Will delete endpoints: " + ", ".join(e for _, e in names)
+               + (" and the data they collected" if purge_data else ""))
     if not yes:
         if not sys.stdin.isatty():
             raise MlopsError("destroy needs confirmation; pass --yes")
         if not click.confirm("Destroy them?", default=False):
             raise MlopsError("destroy cancelled")
+    data = app.state_dir() / "data"
     with StateLock(app.state_dir(), "destroy", notice=click.echo).acquire(parse_duration(lock_timeout)):
         for target, endpoint in names:
             adapters[target].delete_endpoint(endpoint)
             click.echo(f"  - deleted endpoint {endpoint}")
-        record_usage(app.registry(), served(spec, adapters))
+            collected = data / endpoint
+            if collected.exists() and purge_data:
+                shutil.rmtree(collected)
+                click.echo(f"  - deleted the data it collected ({collected})")
+            elif collected.exists():
+                click.echo(f"    kept the data it collected in {collected} (mlops monitor {endpoint} reads it; "
+                           "--purge-data deletes it)")
+        serving = served(spec, adapters)
+        record_usage(app.registry(), serving)
+        lineage = read_lineage(spec.root, [Path(app.file)]).to_dict()
+        Ledger(spec.registry_path()).record(
+            commit=lineage.get("commit"), author=lineage.get("author"),
+            summary="Destroyed endpoints: " + ", ".join(e for _, e in names), outcome="destroyed", served=serving,
+            acted_on=tuple(e for _, e in names))
 
 
 @click.command()

@@ -44,8 +44,12 @@ def wait_ready(url: str, probe: Probe, alive: Callable[[], bool] = lambda: True)
             time.sleep(min(probe.period, 0.1))  # poll fast: a ready instance should not wait
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on right now (the OS picks it)."""
+def free_port(host: str = "127.0.0.1", preferred: int | None = None) -> int:
+    """``preferred`` when nobody listens there right now, else a free port the OS picks."""
     with socket.socket() as sock:
-        sock.bind((host, 0))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT is no owner
+        try:
+            sock.bind((host, preferred or 0))
+        except OSError:
+            sock.bind((host, 0))
         return sock.getsockname()[1]

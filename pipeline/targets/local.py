@@ -247,7 +247,7 @@ class LocalTarget:
         make it serve the routes the records say, and stop instances no record names."""
         folder = self._endpoint_dir(endpoint.name)
         path = folder / "endpoint.json"
-        record = _read(path) or {"name": endpoint.name, "port": free_port(HOST), "traffic": {},
+        record = _read(path) or {"name": endpoint.name, "port": self._port(endpoint.name), "traffic": {},
                                  "mirror": {}, "created": _now()}
         record["auth_mode"] = endpoint.auth_mode
         if endpoint.auth_mode == "key":
@@ -264,6 +264,15 @@ class LocalTarget:
         return ObservedEndpoint(name=endpoint.name, target=self.name, url=f"http://{HOST}:{record['port']}",
                                 auth_mode=endpoint.auth_mode, traffic=record["traffic"],
                                 mirror_traffic=record["mirror"])
+
+    def _port(self, endpoint: str) -> int:
+        """The port this endpoint had before (kept across destroy and apply unless taken), else a new one."""
+        path = self.root / "ports.json"
+        ports = _read(path) or {}
+        port = free_port(HOST, ports.get(endpoint))
+        if port != ports.get(endpoint):
+            _write(path, {**ports, endpoint: port})
+        return port
 
     def set_traffic(self, endpoint: str, traffic: Mapping[str, int], mirror: Mapping[str, int]) -> None:
         path = self._endpoint_dir(endpoint) / "endpoint.json"
@@ -282,6 +291,7 @@ class LocalTarget:
         if record:
             _stop([record.get("router", {})])
             (folder / "endpoint.json").unlink()
+        self._stop_instances([o for o in self._orphans() if o.get("endpoint") == endpoint], grace=5)
 
     def url(self, endpoint: str) -> str | None:
         record = _read(self._endpoint_dir(endpoint) / "endpoint.json")

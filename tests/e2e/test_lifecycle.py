@@ -1,0 +1,49 @@
+"""What a user sees across status, destroy and apply again: URIs, a stable port, kept data, history."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+IRIS_ROWS = [[5.1, 3.5, 1.4, 0.2]]
+
+
+def test_status_names_the_scoring_and_oip_uris(repo):
+    repo.mlops("apply", "--yes")
+    (row,) = json.loads(repo.mlops("status", "--format", "json").stdout)
+    assert row["scoring_uri"] == f"{row['url']}/score"
+    assert row["oip_uri"] == f"{row['url']}/v2/models/iris-classifier/infer"
+    text = repo.mlops("status").stdout
+    assert row["scoring_uri"] in text and row["oip_uri"] in text
+
+
+def test_an_endpoint_keeps_its_port_across_destroy_and_apply(repo):
+    repo.mlops("apply", "--yes")
+    before, _ = repo.endpoint()
+    repo.mlops("destroy", "--yes")
+    repo.mlops("apply", "--yes")
+    after, _ = repo.endpoint()
+    assert after == before
+    assert repo.score(IRIS_ROWS).status_code == 200
+
+
+def test_destroy_keeps_collected_data_and_says_where_unless_purged(repo):
+    repo.mlops("apply", "--yes")
+    assert repo.score(IRIS_ROWS).status_code == 200
+    data = repo.root / ".mlops" / "data" / "iris"
+    kept = repo.mlops("destroy", "--yes").stdout
+    assert f"kept the data it collected in {data}" in kept
+    assert list(data.rglob("*.jsonl"))  # flushed on shutdown, still there
+    repo.mlops("apply", "--yes")
+    purged = repo.mlops("destroy", "--yes", "--purge-data").stdout
+    assert "deleted the data it collected" in purged and not data.exists()
+
+
+def test_history_shows_a_destroy(repo):
+    repo.mlops("apply", "--yes")
+    repo.mlops("destroy", "--yes")
+    history = repo.mlops("history", "iris").stdout
+    assert "destroyed" in history and "Destroyed endpoints: iris" in history
