@@ -95,10 +95,14 @@ def _confirm(plan, yes: bool) -> None:
         raise MlopsError("apply cancelled; nothing was changed")
 
 
+SLOW_STEPS = ("build", "deploy", "update")  # in a log (no terminal), only these announce their start
+
+
 def _progress(step, status: str, detail: str) -> None:
     symbol = {"start": "…", "done": "✓", "failed": "✗", "retry": "↻"}[status]
     if status == "start":
-        click.echo(f"  {symbol} {step.kind:<8} {step.address}", nl=not sys.stdout.isatty())
+        if sys.stdout.isatty() or step.kind in SLOW_STEPS:
+            click.echo(f"  {symbol} {step.kind:<8} {step.address}", nl=not sys.stdout.isatty())
         return
     prefix = "\r" if sys.stdout.isatty() and status != "retry" else ""
     line = f"{prefix}  {symbol} {step.kind:<8} {step.address}" + (f": {detail}" if detail else "")
@@ -152,7 +156,8 @@ def apply(app: App, plan_file: Path | None, yes: bool, prune: bool | None, targe
                                      "(was it edited?); only a plan made by mlops plan is applied. Run mlops plan "
                                      "again")
             # what runs is the plan computed now, which the saved one was checked to equal
-        click.echo(_render(current, "text"))
+        # a saved plan was shown when it was made: say which one runs, not all of it again
+        click.echo(f"Applying {plan_file}: {current.summary()}" if saved is not None else _render(current, "text"))
         if not current.has_changes:
             record_usage(app.registry(), served(spec, adapters))  # settle what an interrupted apply protected
             return
