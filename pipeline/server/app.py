@@ -116,7 +116,8 @@ class ScoringService:
         collector = self.collector
         self.metrics = Metrics(in_flight=lambda: self.in_flight,
                                queue_depth=lambda: collector.depth if collector else 0,
-                               dropped=lambda: collector.dropped if collector else 0)
+                               dropped=lambda: collector.dropped if collector else 0,
+                               unserializable=lambda: collector.unserializable if collector else 0)
 
     # -- life cycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -243,7 +244,8 @@ class ScoringService:
             data = error_body(error)
         except Exception as failure:
             status, error = 500, f"the model failed: {type(failure).__name__}: {failure}"
-            log.error("%s %s: %s", scope["method"], scope["path"], error, exc_info=True)
+            # One line per failure; the traceback only at log_level debug (a caller could repeat it).
+            log.error("%s %s: %s", scope["method"], scope["path"], error, exc_info=log.isEnabledFor(logging.DEBUG))
             data = error_body(error)
         await respond(send, status, data, content_type, extra)
         collector = self.collector

@@ -39,6 +39,7 @@ class ServerConfig:
     data_collector: DataCollector = field(default_factory=DataCollector)
     data_dir: Path | None = None
     log_level: str = "info"
+    access_log: bool = False  # a line per request (also on at log_level debug): off, it costs throughput
     execution: str = "auto"
 
     def __post_init__(self) -> None:

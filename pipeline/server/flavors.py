@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import ServeError
-from pipeline.server.http import HTTPError, dumps, loads
+from pipeline.server.http import HTTPError, InvalidInput, dumps, loads, parse_json
 from pipeline.server.tensors import DTYPES, InferRequest, TensorSpec, datatype_of
 
 log = logging.getLogger("mlops.server")
@@ -73,7 +73,16 @@ def _only_file(model_dir: Path, suffixes: tuple[str, ...], preferred: str) -> Pa
 
 
 def _bad(message: str) -> HTTPError:
-    return HTTPError(400, message)
+    return InvalidInput(message)
+
+
+def _refuse_missing_values(name: str, array: np.ndarray) -> None:
+    """InvalidInput naming the first null, NaN or infinite value of a float array (one C pass when clean)."""
+    if array.dtype.kind != "f" or np.isfinite(array).all():
+        return
+    where = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
+    raise _bad(f"{name}: null, NaN or infinite value at index {list(where)}; this model cannot take missing "
+               f"or infinite values")
 
 
 def _rows_of(document: Any) -> tuple[Any, list[str] | None]:
@@ -106,6 +115,9 @@ class Model:
         self.columns: list[str] | None = None  # feature names, in the order the model wants them
         self.example: Any = options.get("input_example")  # rows for a warm-up /score call
         self.example_given = self.example is not None
+        # Whether null/NaN/inf may reach the model: model.json's "allow_nan", else the flavor's
+        # knowledge (scikit-learn's estimator tags), else no — a 400 beats a model's 500 or garbage.
+        self.allow_nan = options.get("allow_nan") is True
 
     def _apply_declared_metadata(self) -> None:
         try:
@@ -119,11 +131,7 @@ class Model:
     # -- /score -----------------------------------------------------------------------------
     def parse_score(self, body: bytes) -> tuple[Any, Any, int]:
         """(payload for run_score, the inputs to record, number of rows)."""
-        try:
-            document = loads(body)
-        except ValueError as error:
-            raise _bad(f"request body is not valid JSON: {error}") from None
-        rows, columns = _rows_of(document)
+        rows, columns = _rows_of(parse_json(body))
         matrix = self._matrix(rows, columns)
         return {self._single_input().name: matrix}, rows, matrix.shape[0]
 
@@ -147,10 +155,14 @@ class Model:
         for name, array in arrays.items():
             spec = known[name]
             self._check_shape(name, array.shape, spec.shape)
+            if array.size == 0:
+                raise _bad(f"input {name!r} holds no values")
             if spec.datatype != "BYTES" and array.dtype.kind in "OSU":
                 raise _bad(f"input {name!r}: expected {spec.datatype} numbers, got BYTES")
             if spec.datatype != "BYTES":
                 arrays[name] = array.astype(DTYPES[spec.datatype], copy=False)
+                if not self.allow_nan:
+                    _refuse_missing_values(f"input {name!r}", array)
         if request.outputs is not None:
             names = {spec.name for spec in self.outputs}
             unknown = [n for n in request.outputs if n not in names]
@@ -189,10 +201,12 @@ class Model:
             raise _bad(f"expected {expected} in 'data'")
         try:
             matrix = np.asarray(rows, dtype=dtype)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise _bad(f"expected {expected} ({spec.datatype}); rows have different lengths or non-numbers") from None
         if matrix.ndim != 2 or (width >= 0 and matrix.shape[1] != width):
             raise _bad(f"expected {expected}, got an array of shape {list(matrix.shape)}")
+        if not self.allow_nan:
+            _refuse_missing_values("'data'", matrix)
         if columns is not None:
             matrix = self._reorder(matrix, columns)
         return matrix
@@ -252,6 +266,40 @@ class Model:
 
 
 # ---------------------------------------------------------------------------------------------
+def _check_skops_trust(path: Path, options: dict[str, Any]) -> list[str]:
+    """The untrusted types of a skops file, each listed in model.json's trusted_types, or ServeError."""
+    import skops.io as sio
+
+    untrusted = sio.get_untrusted_types(file=path)
+    declared = set(options.get("trusted_types", []))
+    refused = [name for name in untrusted if name not in declared]
+    if refused:  # even sklearn's own Tree: crafted node indices read out of bounds (skops' advice)
+        listed = ", ".join(f'"{name}"' for name in refused)
+        raise ServeError(f"{path.name} holds types skops does not trust by default: {', '.join(refused)}; "
+                         f"after reviewing where the file comes from, list them in {MODEL_FILE} next to it: "
+                         f'{{"trusted_types": [{listed}]}}')
+    return list(untrusted)
+
+
+def _require_pickle_permission(path: Path, options: dict[str, Any], what: str) -> None:
+    """ServeError unless model.json says ``"allow_pickle": true``: loading a pickle runs its code."""
+    if options.get("allow_pickle") is not True:
+        raise ServeError(f"{what}, which runs code when loaded; save the model without pickle (skops), "
+                         f'or put {{"allow_pickle": true}} in {MODEL_FILE} next to {path.name} to accept that')
+
+
+def _sklearn_allows_nan(estimator: Any) -> bool:
+    """scikit-learn's own answer (estimator tags: HistGradientBoosting yes, LogisticRegression no)."""
+    try:
+        from sklearn.utils import get_tags  # scikit-learn >= 1.6
+
+        return bool(get_tags(estimator).input_tags.allow_nan)
+    except ImportError:
+        return bool(estimator._get_tags().get("allow_nan", False))
+    except Exception:  # a third-party estimator with broken tags: the safe side
+        return False
+
+
 class SklearnModel(Model):
     """scikit-learn, from skops (no pickle) — or joblib/pickle when model.json allows it."""
 
@@ -272,6 +320,8 @@ class SklearnModel(Model):
         if hasattr(estimator, "predict_proba"):
             n_classes = len(classes) if classes is not None else -1
             self.outputs.append(TensorSpec("predict_proba", "FP64", (-1, n_classes)))
+        if "allow_nan" not in options:
+            self.allow_nan = _sklearn_allows_nan(estimator)
         self._apply_declared_metadata()
         # The model was fitted on a DataFrame but rows arrive as arrays, already in column order.
         warnings.filterwarnings("ignore", message="X does not have valid feature names")
@@ -283,9 +333,7 @@ class SklearnModel(Model):
         path = _only_file(self.model_dir, PICKLE_SUFFIXES, "model.joblib")
         if path is None:
             raise ServeError(f"{self.model_dir}: no model.skops (or other *.skops) file to serve")
-        if self.options.get("allow_pickle") is not True:
-            raise ServeError(f"{path.name} is a pickle, which runs code when loaded; save the model with skops, "
-                             f'or put {{"allow_pickle": true}} in {MODEL_FILE} next to it to accept that')
+        _require_pickle_permission(path, self.options, f"{path.name} is a pickle")
         import joblib  # scikit-learn's dependency
 
         return joblib.load(path)
@@ -293,16 +341,9 @@ class SklearnModel(Model):
     def _load_skops(self, path: Path) -> Any:
         import skops.io as sio
 
-        untrusted = sio.get_untrusted_types(file=path)
-        declared = set(self.options.get("trusted_types", []))
-        refused = [name for name in untrusted if name not in declared]
-        if refused:  # even sklearn's own Tree: crafted node indices read out of bounds (skops' advice)
-            listed = ", ".join(f'"{name}"' for name in refused)
-            raise ServeError(f"{path.name} holds types skops does not trust by default: {', '.join(refused)}; "
-                             f"after reviewing where the file comes from, list them in {MODEL_FILE} next to it: "
-                             f'{{"trusted_types": [{listed}]}}')
+        untrusted = _check_skops_trust(path, self.options)
         try:
-            return sio.load(path, trusted=list(untrusted))
+            return sio.load(path, trusted=untrusted)
         except Exception as error:
             raise ServeError(f"cannot load {path.name}: {type(error).__name__}: {error}") from error
 
@@ -438,6 +479,7 @@ class MlflowModel(Model):
             import mlflow.pyfunc
         except ImportError:
             raise ServeError(f"the mlflow flavor needs MLflow installed: {MLFLOW_EXTRA}") from None
+        self._check_trust()
         try:
             self.pyfunc = mlflow.pyfunc.load_model(str(model_dir))
         except Exception as error:
@@ -447,6 +489,32 @@ class MlflowModel(Model):
         self._column_types: dict[str, Any] = {}
         self._read_signature()
         self._apply_declared_metadata()
+
+    def _check_trust(self) -> None:
+        """The sklearn flavor's rules, before MLflow unpickles anything.
+
+        Only two MLflow formats load without running code from the folder: scikit-learn saved with
+        skops (MLflow 3's default; its untrusted types must be listed in model.json, as for the
+        sklearn flavor) and ONNX. Everything else — pickle/cloudpickle models, custom pyfunc
+        classes, bundled ``code`` — needs ``"allow_pickle": true``.
+        """
+        import yaml  # a dependency of mlops and of MLflow
+
+        mlmodel = self.model_dir / "MLmodel"
+        try:
+            flavors = (yaml.safe_load(mlmodel.read_text()) or {}).get("flavors") or {}
+        except (OSError, yaml.YAMLError, AttributeError) as error:
+            raise ServeError(f"{mlmodel}: not a readable MLmodel file: {error}") from None
+        loader = (flavors.get("python_function") or {}).get("loader_module")
+        sklearn = flavors.get("sklearn") or {}
+        if loader == "mlflow.sklearn" and sklearn.get("serialization_format") == "skops" \
+                and not sklearn.get("code") and not flavors["python_function"].get("code"):
+            _check_skops_trust(self.model_dir / str(sklearn.get("pickled_model", "model.skops")), self.options)
+        elif loader != "mlflow.onnx":
+            fmt = sklearn.get("serialization_format")
+            _require_pickle_permission(mlmodel, self.options,
+                                       f"{mlmodel.name} says this model loads with {loader or 'an unknown loader'}"
+                                       + (f" from a {fmt} file" if fmt else " (pickles or its own code)"))
 
     def _read_signature(self) -> None:
         metadata = self.pyfunc.metadata
