@@ -120,6 +120,11 @@ class Model:
         self.allow_nan = options.get("allow_nan") is True
 
     def _apply_declared_metadata(self) -> None:
+        declared = self.options.get("columns")
+        if declared is not None:
+            if not (isinstance(declared, list) and all(isinstance(c, str) for c in declared)):
+                raise ServeError(f"{self.model_dir / MODEL_FILE}: 'columns' must be a list of feature names")
+            self.columns = declared
         try:
             if "inputs" in self.options:
                 self.inputs = [TensorSpec.from_json(t) for t in self.options["inputs"]]
@@ -132,8 +137,22 @@ class Model:
     def parse_score(self, body: bytes) -> tuple[Any, Any, int]:
         """(payload for run_score, the inputs to record, number of rows)."""
         rows, columns = _rows_of(parse_json(body))
+        return self.parse_rows(rows, columns)
+
+    def parse_rows(self, rows: Any, columns: list[str] | None, positional: bool = False) -> tuple[Any, Any, int]:
+        """Rows (named columns matched to the model's, any order) → what ``parse_score`` returns.
+
+        ``positional``: a model without feature names takes named columns in the order sent (what
+        MLflow's server does for /invocations: a CSV always has a header); else that is a 400.
+        The inputs to record keep the column names when the model has them (``{"columns", "data"}``
+        in the model's order, which ``mlops monitor`` reads like an Azure ``input_data``).
+        """
+        if positional and self.columns is None:
+            columns = None
         matrix = self._matrix(rows, columns)
-        return {self._single_input().name: matrix}, rows, matrix.shape[0]
+        inputs = rows if self.columns is None else {"columns": self.columns,
+                                                    "data": rows if columns is None else matrix}
+        return {self._single_input().name: matrix}, inputs, matrix.shape[0]
 
     def run_score(self, payload: dict[str, np.ndarray]) -> Any:
         """The predictions (the service wraps them as ``{"predictions": ...}``)."""
@@ -199,27 +218,35 @@ class Model:
         expected = f"a list of rows of {width} numbers" if width >= 0 else "a list of rows"
         if not isinstance(rows, list) or not rows:
             raise _bad(f"expected {expected} in 'data'")
+        if columns is not None and (not rows or not isinstance(rows[0], list) or len(columns) != len(rows[0])):
+            raise _bad(f"{len(columns)} columns named but the rows do not have {len(columns)} values each")
         try:
             matrix = np.asarray(rows, dtype=dtype)
         except (TypeError, ValueError, OverflowError):
             raise _bad(f"expected {expected} ({spec.datatype}); rows have different lengths or non-numbers") from None
+        if columns is not None and matrix.ndim == 2:
+            matrix = self._reorder(matrix, columns)
         if matrix.ndim != 2 or (width >= 0 and matrix.shape[1] != width):
             raise _bad(f"expected {expected}, got an array of shape {list(matrix.shape)}")
         if not self.allow_nan:
             _refuse_missing_values("'data'", matrix)
-        if columns is not None:
-            matrix = self._reorder(matrix, columns)
         return matrix
 
     def _reorder(self, matrix: np.ndarray, columns: list[str]) -> np.ndarray:
-        if len(columns) != matrix.shape[1]:
-            raise _bad(f"{len(columns)} columns named but rows have {matrix.shape[1]} values")
-        if self.columns is None or columns == self.columns:
+        """The columns in the model's order; 400 naming unknown, missing or repeated ones."""
+        if self.columns is None:
+            raise _bad("this model does not know its feature names, so named columns cannot be matched; send "
+                       "the rows in training order without 'columns' (or declare \"columns\" in model.json)")
+        if columns == self.columns:
             return matrix
-        if sorted(columns) != sorted(self.columns):
-            raise _bad(f"expected columns {self.columns}, got {columns}")
-        order = [columns.index(name) for name in self.columns]
-        return matrix[:, order]
+        unknown = [c for c in columns if c not in self.columns]
+        missing = [c for c in self.columns if c not in columns]
+        repeated = sorted({c for c in columns if columns.count(c) > 1})
+        if unknown or missing or repeated:
+            problems = [f"{label} {names}" for label, names in
+                        (("unknown", unknown), ("missing", missing), ("repeated", repeated)) if names]
+            raise _bad(f"columns do not match the model's {self.columns}: {'; '.join(problems)}")
+        return matrix[:, [columns.index(name) for name in self.columns]]
 
     def synthetic_example(self) -> Any:
         """One row of zeros when the input width is known (a harmless warm-up), else None."""
@@ -446,6 +473,11 @@ class PythonModel(Model):
     def run_score(self, payload: str) -> Any:
         return self.run(payload)
 
+    def parse_rows(self, rows: Any, columns: list[str] | None, positional: bool = False) -> tuple[Any, Any, int]:
+        """/invocations: score.py receives ``{"data": rows}`` (and ``"columns"`` when named), as on /score."""
+        document = {"data": rows} if columns is None else {"columns": columns, "data": rows}
+        return dumps(document).decode(), document, len(rows) if isinstance(rows, list) else 1
+
     def synthetic_example(self) -> Any:
         return None  # user code: only a declared example is safe to call
 
@@ -530,6 +562,14 @@ class MlflowModel(Model):
                 kinds = {np.dtype(t).kind for t in self._column_types.values()}
                 datatype = "FP64" if kinds <= set("fiub") else "BYTES"
                 self.inputs = [TensorSpec("input-0", datatype, (-1, len(self.columns)))]
+        outputs = metadata.get_output_schema()
+        if outputs is not None and outputs.inputs:  # the declared type, not FP64 (int64 labels stay INT64)
+            first = outputs.inputs[0]
+            if outputs.is_tensor_spec():
+                self.outputs = [TensorSpec("predictions", datatype_of(first.type), _onnx_shape(list(first.shape)))]
+            else:
+                self.outputs = [TensorSpec("predictions", datatype_of(outputs.numpy_types()[0]),
+                                           (-1,) if len(outputs.inputs) == 1 else (-1, len(outputs.inputs)))]
         if self.example is None:
             try:
                 example = metadata.load_input_example(str(self.model_dir))
