@@ -26,7 +26,7 @@ from pipeline.server.config import ServerConfig
 from pipeline.server.http import MAX_DEPTH
 from pipeline.spec.model import DataCollector
 
-ROUTES = ("/score", "/v2/models/iris/infer")
+ROUTES = ("/score", "/v2/models/iris/infer", "/invocations")
 ROW = [0.5, -1.0, 2.0, 0.1]
 DEEP = b"[" * 100_000 + b"]" * 100_000
 
@@ -42,9 +42,10 @@ class InProcess:
         self.loop = asyncio.new_event_loop()
         self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://test")
 
-    def post(self, path: str, body: bytes) -> tuple[httpx.Response, float]:
+    def post(self, path: str, body: bytes, content_type: str = "application/json") -> tuple[httpx.Response, float]:
         began = time.perf_counter()
-        response = self.loop.run_until_complete(self.client.post(path, content=body))
+        response = self.loop.run_until_complete(self.client.post(path, content=body,
+                                                                 headers={"Content-Type": content_type}))
         return response, time.perf_counter() - began
 
     def close(self) -> None:
@@ -77,6 +78,11 @@ requests = st.one_of(
     st.fixed_dictionaries({"data": rows}),
     st.fixed_dictionaries({"input_data": st.fixed_dictionaries(
         {"data": rows}, optional={"columns": st.lists(st.text(max_size=3), max_size=6) | json_values})}),
+    st.fixed_dictionaries({"dataframe_split": st.fixed_dictionaries({"data": rows}, optional={
+        "columns": st.lists(st.text(max_size=3), max_size=6) | json_values})}),
+    st.dictionaries(st.sampled_from(["dataframe_records", "instances", "inputs", "params"]),
+                    st.lists(st.dictionaries(st.sampled_from(["a", "sepal_length", "petal_width"]), numbers,
+                                             max_size=4), max_size=3) | rows | json_values, max_size=2),
     st.fixed_dictionaries({"inputs": st.lists(st.fixed_dictionaries(
         {"name": st.text(max_size=8) | json_values, "datatype": st.sampled_from(["FP64", "INT8", "BYTES", "x"]),
          "shape": st.lists(st.integers(-1, 5), max_size=3) | json_values, "data": rows | json_values},
@@ -108,6 +114,19 @@ def test_arbitrary_json_is_answered_with_a_4xx(app, route, document):
 @given(route=st.sampled_from(ROUTES), document=requests)
 def test_near_miss_requests_are_answered_with_a_4xx_or_scored(app, route, document):
     assert_answered(*app.post(route, _encode(document)))
+
+
+@PROPERTY
+@given(header=st.lists(st.text(max_size=12), max_size=6), cells=st.lists(st.lists(st.text(max_size=6), max_size=6),
+                                                                          max_size=4))
+def test_arbitrary_csv_is_answered_with_a_4xx_or_scored(app, header, cells):
+    import csv
+    import io
+
+    text = io.StringIO()
+    csv.writer(text).writerows([header, *cells])
+    response, seconds = app.post("/invocations", text.getvalue().encode(), content_type="text/csv")
+    assert_answered(response, seconds)
 
 
 @pytest.mark.parametrize("route", ROUTES)
