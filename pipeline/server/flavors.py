@@ -1,14 +1,20 @@
 """Model loaders, one per flavor, behind one small interface.
 
-Every flavor answers both routes: ``/score`` (Azure ML's ``{"data": rows}`` or
-``{"input_data": {"columns": [...], "data": rows}}``) and OIP v2 ``infer`` (named tensors). A
-request is first *parsed* on the event loop (400 on a bad shape or type, with what was expected),
-then *run* — possibly in a worker thread — so that parsing errors never reach the model and the
-model's own failures are 500s.
+Every flavor answers every route: ``/score`` (Azure ML's ``{"data": rows}`` or
+``{"input_data": {"columns": [...], "data": rows}}``), MLflow's ``/invocations`` (see
+``invocations.py``) and OIP v2 ``infer`` (named tensors). A request is first *parsed* on the event
+loop (400 on a bad shape or type, with what was expected; null/NaN/inf too unless the model takes
+them), then *run* — possibly in a worker thread — so that parsing errors never reach the model and
+the model's own failures are 500s. Named columns are matched to the model's feature names
+(scikit-learn's ``feature_names_in_``, the MLflow signature, or model.json's ``columns``) and
+reordered; unknown or missing ones are a 400 naming them.
 
 An optional ``model.json`` in the model folder holds what the files cannot say::
 
-    {"allow_pickle": false,            # sklearn: also load *.joblib / *.pkl (code execution!)
+    {"allow_pickle": false,            # sklearn: also load *.joblib / *.pkl; mlflow: any format but
+                                       # skops or ONNX (pickles, custom code: code execution!)
+     "allow_nan": false,               # null/NaN/inf reach the model (sklearn: its tags decide by default)
+     "columns": ["f0", "f1"],          # feature names, when the model files do not carry them
      "trusted_types": ["sklearn.tree._tree.Tree"],  # sklearn: types skops does not trust by default
      "inputs":  [{"name": "x", "datatype": "FP64", "shape": [-1, 4]}],  # metadata when not inferable
      "outputs": [{"name": "y", "datatype": "INT64", "shape": [-1]}],

@@ -216,7 +216,7 @@ def test_metrics(sklearn_server):
 def test_openapi_describes_routes_and_input_schema(sklearn_server):
     with sklearn_server.client() as client:
         document = client.get("/openapi.json").json()
-    assert {"/score", "/v2/models/iris/infer", "/v2/health/ready", "/metrics"} <= set(document["paths"])
+    assert {"/score", "/invocations", "/v2/models/iris/infer", "/v2/health/ready", "/metrics"} <= set(document["paths"])
     schema = document["paths"]["/score"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     row = schema["oneOf"][0]["properties"]["data"]["items"]
     assert row["minItems"] == row["maxItems"] == 4
