@@ -234,8 +234,8 @@ class ScoringService:
                 outputs = await self.execute(model.run_score, payload, rows, start)
                 data = dumps({"predictions": outputs} if model.flavor != "python" else outputs)
             elif route == INVOCATIONS:  # MLflow's scoring-server formats, answered as MLflow does
-                rows, columns = parse_invocations(body, headers.get(b"content-type"))
-                payload, inputs, rows = model.parse_rows(rows, columns, positional=True)
+                rows, columns, nulls = parse_invocations(body, headers.get(b"content-type"))
+                payload, inputs, rows = model.parse_rows(rows, columns, positional=True, nulls=nulls)
                 outputs = await self.execute(model.run_score, payload, rows, start)
                 if model.flavor == "python" and isinstance(outputs, dict) and "predictions" in outputs:
                     outputs = outputs["predictions"]

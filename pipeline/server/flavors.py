@@ -143,19 +143,21 @@ class Model:
     def parse_score(self, body: bytes) -> tuple[Any, Any, int]:
         """(payload for run_score, the inputs to record, number of rows)."""
         rows, columns = _rows_of(parse_json(body))
-        return self.parse_rows(rows, columns)
+        return self.parse_rows(rows, columns, nulls=b"null" in body)
 
-    def parse_rows(self, rows: Any, columns: list[str] | None, positional: bool = False) -> tuple[Any, Any, int]:
+    def parse_rows(self, rows: Any, columns: list[str] | None, positional: bool = False,
+                   nulls: bool = True) -> tuple[Any, Any, int]:
         """Rows (named columns matched to the model's, any order) → what ``parse_score`` returns.
 
         ``positional``: a model without feature names takes named columns in the order sent (what
         MLflow's server does for /invocations: a CSV always has a header); else that is a 400.
+        ``nulls`` False: the rows come from JSON without ``null``, so they are all finite numbers.
         The inputs to record keep the column names when the model has them (``{"columns", "data"}``
         in the model's order, which ``mlops monitor`` reads like an Azure ``input_data``).
         """
         if positional and self.columns is None:
             columns = None
-        matrix = self._matrix(rows, columns)
+        matrix = self._matrix(rows, columns, nulls)
         inputs = rows if self.columns is None else {"columns": self.columns,
                                                     "data": rows if columns is None else matrix}
         return {self._single_input().name: matrix}, inputs, matrix.shape[0]
@@ -217,7 +219,7 @@ class Model:
         if len(shape) != len(expected) or any(e >= 0 and s != e for s, e in zip(shape, expected, strict=False)):
             raise _bad(f"input {name!r}: expected shape {list(expected)} (-1: any), got {list(shape)}")
 
-    def _matrix(self, rows: Any, columns: list[str] | None) -> np.ndarray:
+    def _matrix(self, rows: Any, columns: list[str] | None, nulls: bool = True) -> np.ndarray:
         spec = self._single_input()
         dtype = DTYPES[spec.datatype]
         width = spec.shape[-1] if len(spec.shape) == 2 else -1
@@ -234,7 +236,7 @@ class Model:
             matrix = self._reorder(matrix, columns)
         if matrix.ndim != 2 or (width >= 0 and matrix.shape[1] != width):
             raise _bad(f"expected {expected}, got an array of shape {list(matrix.shape)}")
-        if not self.allow_nan:
+        if nulls and not self.allow_nan:
             _refuse_missing_values("'data'", matrix)
         return matrix
 
@@ -479,7 +481,8 @@ class PythonModel(Model):
     def run_score(self, payload: str) -> Any:
         return self.run(payload)
 
-    def parse_rows(self, rows: Any, columns: list[str] | None, positional: bool = False) -> tuple[Any, Any, int]:
+    def parse_rows(self, rows: Any, columns: list[str] | None, positional: bool = False,
+                   nulls: bool = True) -> tuple[Any, Any, int]:
         """/invocations: score.py receives ``{"data": rows}`` (and ``"columns"`` when named), as on /score."""
         document = {"data": rows} if columns is None else {"columns": columns, "data": rows}
         return dumps(document).decode(), document, len(rows) if isinstance(rows, list) else 1

@@ -42,7 +42,18 @@ else:  # pragma: no cover
     def dumps(value: Any) -> bytes:
         return json.dumps(value, default=_default, separators=(",", ":")).encode()
 
-    loads = json.loads
+    def _finite(text: str) -> float:
+        value = float(text)
+        if value in (float("inf"), float("-inf")):
+            raise ValueError(f"number {text} is infinity when parsed as double")
+        return value
+
+    def _no_constant(name: str) -> None:
+        raise ValueError(f"{name} is not JSON")
+
+    def loads(data: bytes | str) -> Any:
+        """Like orjson: NaN, Infinity and numbers too large for a double are not JSON."""
+        return json.loads(data, parse_float=_finite, parse_constant=_no_constant)
 
 
 class HTTPError(Exception):
@@ -102,7 +113,11 @@ def check_json_bounds(body: bytes, max_depth: int = MAX_DEPTH, max_elements: int
 
 
 def parse_json(body: bytes | memoryview) -> Any:
-    """The JSON document in a request body, within the bounds above; InvalidInput saying why not."""
+    """The JSON document in a request body, within the bounds above; InvalidInput saying why not.
+
+    Neither parser accepts NaN, Infinity or a number beyond a double: the only non-finite value a
+    document can bring is ``null``, so ``b"null" in body`` tells whether numbers need checking.
+    """
     body = bytes(body)
     check_json_bounds(body)
     try:

@@ -114,8 +114,9 @@ def _cell(value: str) -> Any:
         return value
 
 
-def parse_invocations(body: bytes, content_type: bytes | None) -> tuple[Any, list[str] | None]:
-    """(rows, column names or None) of a ``/invocations`` body; 400/415 saying what is wrong."""
+def parse_invocations(body: bytes, content_type: bytes | None) -> tuple[Any, list[str] | None, bool]:
+    """(rows, column names or None, whether values may be null/NaN/inf) of a ``/invocations`` body;
+    400/415 saying what is wrong."""
     if _content_type(content_type) == "csv":
-        return _csv_rows(body)
-    return _json_rows(parse_json(body))
+        return *_csv_rows(body), True  # empty cells, "nan", "inf"
+    return *_json_rows(parse_json(body)), b"null" in body
