@@ -131,7 +131,7 @@ class ScoringService:
         """Load and warm up the model (in a thread: liveness answers meanwhile, readiness waits)."""
         began = time.perf_counter()
         try:
-            model = load_model(self.config.model_dir, self.config.flavor)
+            model = load_model(self.config.model_dir, self.config.flavor, self.config.baseline)
             cost = model.warm_up()
         except Exception as error:
             self.load_error = str(error) if isinstance(error, ServeError) else f"{type(error).__name__}: {error}"

@@ -600,15 +600,36 @@ class MlflowModel(Model):
         return {outputs[0]: np.asarray(result)}
 
 
+def baseline_columns(path: Path) -> list[str]:
+    """The header row of a baseline CSV (the columns ``mlops monitor`` compares): the feature names."""
+    import csv
+
+    try:
+        with open(path, newline="") as handle:
+            return next(csv.reader(handle))
+    except (OSError, StopIteration, csv.Error, UnicodeDecodeError) as error:
+        raise ServeError(f"cannot read the column names of baseline {path}: {error or 'empty file'}") from None
+
+
 FLAVOR_CLASSES: dict[str, type[Model]] = {
     "sklearn": SklearnModel, "onnx": OnnxModel, "python": PythonModel, "mlflow": MlflowModel}
 
 
-def load_model(model_dir: Path, flavor: str) -> Model:
-    """Load the model in ``model_dir`` as ``flavor``; ServeError with the reason when it cannot be."""
+def load_model(model_dir: Path, flavor: str, baseline: Path | None = None) -> Model:
+    """Load the model in ``model_dir`` as ``flavor``; ServeError with the reason when it cannot be.
+
+    A model that does not name its features takes them from ``baseline``'s header, when its width fits.
+    """
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise ServeError(f"model folder {model_dir} does not exist")
     if flavor not in FLAVOR_CLASSES:
         raise ServeError(f"unknown flavor {flavor!r}; expected one of {', '.join(FLAVOR_CLASSES)}")
-    return FLAVOR_CLASSES[flavor](model_dir, _read_options(model_dir))
+    model = FLAVOR_CLASSES[flavor](model_dir, _read_options(model_dir))
+    if baseline is not None and model.columns is None and flavor != "python":
+        columns = baseline_columns(baseline)
+        width = model.inputs[0].shape[-1] if len(model.inputs) == 1 and len(model.inputs[0].shape) == 2 else -1
+        if width not in (-1, len(columns)):
+            raise ServeError(f"baseline {baseline} has {len(columns)} columns but the model takes {width} features")
+        model.columns = columns
+    return model
