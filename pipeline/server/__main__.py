@@ -1,7 +1,10 @@
 """``python -m pipeline.server --config CONFIG.json``: serve one model until SIGTERM.
 
 uvicorn with uvloop and httptools (without them keep-alive requests stall on delayed ACKs, see
-DESIGN.md), one worker, no access log (a log line per request costs more than a fast prediction).
+DESIGN.md), one worker, no access log unless the config asks (``access_log: true`` or
+``log_level: debug``): a log line per request costs more than a fast prediction, and grows the log
+without bound. A bad request logs nothing; a model failure logs one line (its traceback only at
+debug).
 SIGTERM stops accepting connections, lets in-flight requests finish, then flushes the collector.
 Exit code 1 when the model cannot be loaded, with the reason on stderr.
 """
@@ -39,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     server = uvicorn.Server(uvicorn.Config(
         app, host=config.host, port=config.port, loop="uvloop", http="httptools", workers=1,
-        access_log=False, log_level=config.log_level, lifespan="on", server_header=False,
+        access_log=config.access_log or config.log_level == "debug", log_level=config.log_level, lifespan="on",
+        server_header=False,
         timeout_graceful_shutdown=int(config.request_settings.request_timeout_ms / 1000
                                       + GRACE_SECONDS_AFTER_TIMEOUT)))
     failed: list[str] = []

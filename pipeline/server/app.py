@@ -1,9 +1,9 @@
 """The scoring service as an ASGI app: ``create_app(config)``.
 
-Two scoring routes carry the load — Azure ML's ``POST /score`` and OIP v2
-``POST /v2/models/{name}[/versions/{v}]/infer`` — and are handled as raw ASGI before Starlette's
-routing: no Request/Response objects, one ``dict`` of the headers, orjson both ways, numpy arrays
-converted once. Everything else (health, metadata, metrics, OpenAPI) is ordinary Starlette.
+The scoring routes — Azure ML's ``POST /score``, OIP v2 ``POST /v2/models/{name}[/versions/{v}]/infer``
+and MLflow's ``POST /invocations`` — share auth, limits and collection, and are handled as raw ASGI
+before Starlette's routing: no Request/Response objects, one ``dict`` of the headers, orjson both
+ways, numpy arrays converted once. Everything else (health, metadata, metrics, OpenAPI) is ordinary Starlette.
 
 Auth (``Authorization: Bearer <key>``) covers every route except ``/v2/health/*`` and ``/metrics``:
 probes and Prometheus scrapers carry no keys, and neither route reveals data or the model.
@@ -50,6 +50,7 @@ from pipeline.server.collector import Collector
 from pipeline.server.config import ServerConfig
 from pipeline.server.flavors import Model, load_model
 from pipeline.server.http import HTTPError, dumps, error_body, read_body, respond
+from pipeline.server.invocations import parse_invocations
 from pipeline.server.limits import Busy, Limiter
 from pipeline.server.metrics import CONTENT_TYPE, Metrics
 from pipeline.server.openapi import openapi_document
@@ -58,10 +59,11 @@ from pipeline.server.tensors import decode_request, encode_response
 log = logging.getLogger("mlops.server")
 
 SCORE = "/score"
+INVOCATIONS = "/invocations"
 INFER = "/v2/models/{name}/infer"
 OPEN_ROUTES = frozenset({"/v2/health/live", "/v2/health/ready", "/metrics"})
-_FIXED_ROUTES = {path: path for path in ("/score", "/v2/health/live", "/v2/health/ready", "/metrics", "/v2",
-                                         "/openapi.json")}
+_FIXED_ROUTES = {path: path for path in ("/score", "/invocations", "/v2/health/live", "/v2/health/ready",
+                                         "/metrics", "/v2", "/openapi.json")}
 INLINE_MAX_SECONDS = 0.010
 INLINE_MAX_ROWS = 64
 EWMA_WEIGHT = 0.05
@@ -116,7 +118,8 @@ class ScoringService:
         collector = self.collector
         self.metrics = Metrics(in_flight=lambda: self.in_flight,
                                queue_depth=lambda: collector.depth if collector else 0,
-                               dropped=lambda: collector.dropped if collector else 0)
+                               dropped=lambda: collector.dropped if collector else 0,
+                               unserializable=lambda: collector.unserializable if collector else 0)
 
     # -- life cycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -128,7 +131,7 @@ class ScoringService:
         """Load and warm up the model (in a thread: liveness answers meanwhile, readiness waits)."""
         began = time.perf_counter()
         try:
-            model = load_model(self.config.model_dir, self.config.flavor)
+            model = load_model(self.config.model_dir, self.config.flavor, self.config.baseline)
             cost = model.warm_up()
         except Exception as error:
             self.load_error = str(error) if isinstance(error, ServeError) else f"{type(error).__name__}: {error}"
@@ -230,6 +233,13 @@ class ScoringService:
                 payload, inputs, rows = model.parse_score(body)
                 outputs = await self.execute(model.run_score, payload, rows, start)
                 data = dumps({"predictions": outputs} if model.flavor != "python" else outputs)
+            elif route == INVOCATIONS:  # MLflow's scoring-server formats, answered as MLflow does
+                rows, columns, nulls = parse_invocations(body, headers.get(b"content-type"))
+                payload, inputs, rows = model.parse_rows(rows, columns, positional=True, nulls=nulls)
+                outputs = await self.execute(model.run_score, payload, rows, start)
+                if model.flavor == "python" and isinstance(outputs, dict) and "predictions" in outputs:
+                    outputs = outputs["predictions"]
+                data = dumps({"predictions": outputs})
             else:
                 request = decode_request(body, headers.get(b"inference-header-content-length"))
                 arrays, rows = model.parse_infer(request)
@@ -243,7 +253,8 @@ class ScoringService:
             data = error_body(error)
         except Exception as failure:
             status, error = 500, f"the model failed: {type(failure).__name__}: {failure}"
-            log.error("%s %s: %s", scope["method"], scope["path"], error, exc_info=True)
+            # One line per failure; the traceback only at log_level debug (a caller could repeat it).
+            log.error("%s %s: %s", scope["method"], scope["path"], error, exc_info=log.isEnabledFor(logging.DEBUG))
             data = error_body(error)
         await respond(send, status, data, content_type, extra)
         collector = self.collector
@@ -362,7 +373,7 @@ class ScoringApp(Starlette):
                     and not service.keys.allows(headers.get(b"authorization")):
                 status = 401
                 await respond(send, 401, _UNAUTHORIZED, headers=_WWW_AUTHENTICATE)
-            elif route == SCORE or route == INFER:
+            elif route == SCORE or route == INFER or route == INVOCATIONS:
                 status = await service.score(route, scope, receive, send, headers, start)
             else:
                 status = await self._starlette(scope, receive, send)

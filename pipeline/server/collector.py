@@ -7,7 +7,9 @@ a new file period) the loop hands the lines to a writer thread, which joins them
 with one ``os.write`` of whole lines to a file opened ``O_APPEND``: a process killed with SIGKILL
 leaves at most one torn last line, which the reader (``pipeline.monitor.collected``) skips. What
 is not written yet is bounded (events and bytes); past that, events are dropped and counted (a
-metric, and a warning at most every 10 s). ``close()`` writes everything: SIGTERM loses nothing.
+metric, and a warning at most every 10 s). An event that cannot be serialized is dropped on its
+own and counted too (``unserializable``): it never holds up or loses the others.
+``close()`` writes everything: SIGTERM loses nothing.
 
 Why this shape, measured on a 0.1 ms model at 16 connections:
 
@@ -38,6 +40,7 @@ import asyncio
 import logging
 import os
 import random
+import reprlib
 import threading
 import time
 import uuid
@@ -46,7 +49,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.server.http import dumps, loads
+from pipeline.server.http import HTTPError, dumps, parse_json
 
 log = logging.getLogger("mlops.server.collector")
 
@@ -70,7 +73,8 @@ class Collector:
         self.max_queue = max_queue
         self.max_queue_bytes = max_queue_bytes
         self.flush_seconds = flush_seconds
-        self.dropped = 0
+        self.dropped = 0  # queue full
+        self.unserializable = 0  # an event no JSON encoder could write
         self._static = {"endpoint": endpoint, "deployment": deployment, "model": model,
                         "model_version": model_version}
         # Counters with one writer each (no read-modify-write shared between threads).
@@ -115,9 +119,18 @@ class Collector:
             self._serialize()
 
     def _serialize(self) -> None:
-        """Turn the pending events into lines, in one tight loop (3× cheaper than one at a time)."""
+        """Turn the pending events into lines, in one tight loop (3× cheaper than one at a time).
+
+        Each event is serialized on its own: one that cannot be (nested too deep for the encoder,
+        say) is dropped and counted in ``unserializable``, and the others are written as usual.
+        """
         line = self._line
-        lines = [line(*event) for event in self._pending]
+        lines = []
+        for event in self._pending:
+            try:
+                lines.append(line(*event))
+            except Exception as failure:  # whatever it is, it must not stop the rest
+                self._unserializable(failure)
         self._pending.clear()
         self._recorded_bytes += sum(map(len, lines))
         self._batch.extend(lines)
@@ -142,6 +155,15 @@ class Collector:
         self.hand_over()
         if not self._stopping:
             self._timer = asyncio.get_running_loop().call_later(self.flush_seconds, self._tick)
+
+    def _unserializable(self, failure: Exception) -> None:
+        self.unserializable += 1
+        self._recorded -= 1  # never to be written: not part of the queue depth
+        now = time.monotonic()
+        if now - self._last_warning >= WARN_EVERY_SECONDS:
+            self._last_warning = now
+            log.warning("data collector dropped an event it cannot serialize (%s: %s); %d so far",
+                        type(failure).__name__, failure, self.unserializable)
 
     def _drop(self) -> None:
         self.dropped += 1
@@ -173,9 +195,9 @@ class Collector:
         try:
             return dumps(record) + b"\n"
         except (TypeError, ValueError) as failure:  # a model returned something JSON cannot hold
-            record["outputs"] = repr(outputs)[:10_000]
+            record["outputs"] = reprlib.repr(outputs)
             record["error"] = error or f"outputs not serializable: {failure}"
-            return dumps(record) + b"\n"
+            return dumps(record) + b"\n"  # still failing (the inputs): _serialize drops the event
 
     # -- life cycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -244,10 +266,11 @@ class Collector:
 
 
 def _json_value(inputs: Any) -> Any:
-    """Raw request bodies (the python flavor) are recorded as the JSON they hold, else as text."""
+    """Raw request bodies (the python flavor, bodies refused as malformed) are recorded as the JSON
+    they hold when it is within the request bounds, else as text."""
     if isinstance(inputs, bytes | bytearray):
         try:
-            return loads(inputs)
-        except ValueError:
+            return parse_json(inputs)
+        except HTTPError:
             return inputs.decode("utf-8", "replace")
     return inputs

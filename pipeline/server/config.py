@@ -38,7 +38,9 @@ class ServerConfig:
     request_settings: RequestSettings = field(default_factory=RequestSettings)
     data_collector: DataCollector = field(default_factory=DataCollector)
     data_dir: Path | None = None
+    baseline: Path | None = None  # the model's baseline CSV: its header names the columns when the model cannot
     log_level: str = "info"
+    access_log: bool = False  # a line per request (also on at log_level debug): off, it costs throughput
     execution: str = "auto"
 
     def __post_init__(self) -> None:
@@ -55,7 +57,7 @@ class ServerConfig:
 
     def to_json(self) -> str:
         data = asdict(self)
-        for key in ("model_dir", "keys_file", "data_dir"):
+        for key in ("model_dir", "keys_file", "data_dir", "baseline"):
             data[key] = str(data[key]) if data[key] is not None else None
         return json.dumps(data, indent=2, sort_keys=True)
 
@@ -67,7 +69,7 @@ class ServerConfig:
             raise ValueError(f"unknown server config field(s): {', '.join(unknown)}")
         values = dict(data)
         values["model_dir"] = Path(values["model_dir"])
-        for key in ("keys_file", "data_dir"):
+        for key in ("keys_file", "data_dir", "baseline"):
             if values.get(key) is not None:
                 values[key] = Path(values[key])
         values["request_settings"] = RequestSettings(**values.get("request_settings") or {})

@@ -1,14 +1,20 @@
 """Model loaders, one per flavor, behind one small interface.
 
-Every flavor answers both routes: ``/score`` (Azure ML's ``{"data": rows}`` or
-``{"input_data": {"columns": [...], "data": rows}}``) and OIP v2 ``infer`` (named tensors). A
-request is first *parsed* on the event loop (400 on a bad shape or type, with what was expected),
-then *run* — possibly in a worker thread — so that parsing errors never reach the model and the
-model's own failures are 500s.
+Every flavor answers every route: ``/score`` (Azure ML's ``{"data": rows}`` or
+``{"input_data": {"columns": [...], "data": rows}}``), MLflow's ``/invocations`` (see
+``invocations.py``) and OIP v2 ``infer`` (named tensors). A request is first *parsed* on the event
+loop (400 on a bad shape or type, with what was expected; null/NaN/inf too unless the model takes
+them), then *run* — possibly in a worker thread — so that parsing errors never reach the model and
+the model's own failures are 500s. Named columns are matched to the model's feature names
+(scikit-learn's ``feature_names_in_``, the MLflow signature, or model.json's ``columns``) and
+reordered; unknown or missing ones are a 400 naming them.
 
 An optional ``model.json`` in the model folder holds what the files cannot say::
 
-    {"allow_pickle": false,            # sklearn: also load *.joblib / *.pkl (code execution!)
+    {"allow_pickle": false,            # sklearn: also load *.joblib / *.pkl; mlflow: any format but
+                                       # skops or ONNX (pickles, custom code: code execution!)
+     "allow_nan": false,               # null/NaN/inf reach the model (sklearn: its tags decide by default)
+     "columns": ["f0", "f1"],          # feature names, when the model files do not carry them
      "trusted_types": ["sklearn.tree._tree.Tree"],  # sklearn: types skops does not trust by default
      "inputs":  [{"name": "x", "datatype": "FP64", "shape": [-1, 4]}],  # metadata when not inferable
      "outputs": [{"name": "y", "datatype": "INT64", "shape": [-1]}],
@@ -37,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import ServeError
-from pipeline.server.http import HTTPError, dumps, loads
+from pipeline.server.http import HTTPError, InvalidInput, dumps, loads, parse_json
 from pipeline.server.tensors import DTYPES, InferRequest, TensorSpec, datatype_of
 
 log = logging.getLogger("mlops.server")
@@ -73,7 +79,16 @@ def _only_file(model_dir: Path, suffixes: tuple[str, ...], preferred: str) -> Pa
 
 
 def _bad(message: str) -> HTTPError:
-    return HTTPError(400, message)
+    return InvalidInput(message)
+
+
+def _refuse_missing_values(name: str, array: np.ndarray) -> None:
+    """InvalidInput naming the first null, NaN or infinite value of a float array (one C pass when clean)."""
+    if array.dtype.kind != "f" or np.isfinite(array).all():
+        return
+    where = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
+    raise _bad(f"{name}: null, NaN or infinite value at index {list(where)}; this model cannot take missing "
+               f"or infinite values")
 
 
 def _rows_of(document: Any) -> tuple[Any, list[str] | None]:
@@ -106,8 +121,16 @@ class Model:
         self.columns: list[str] | None = None  # feature names, in the order the model wants them
         self.example: Any = options.get("input_example")  # rows for a warm-up /score call
         self.example_given = self.example is not None
+        # Whether null/NaN/inf may reach the model: model.json's "allow_nan", else the flavor's
+        # knowledge (scikit-learn's estimator tags), else no — a 400 beats a model's 500 or garbage.
+        self.allow_nan = options.get("allow_nan") is True
 
     def _apply_declared_metadata(self) -> None:
+        declared = self.options.get("columns")
+        if declared is not None:
+            if not (isinstance(declared, list) and all(isinstance(c, str) for c in declared)):
+                raise ServeError(f"{self.model_dir / MODEL_FILE}: 'columns' must be a list of feature names")
+            self.columns = declared
         try:
             if "inputs" in self.options:
                 self.inputs = [TensorSpec.from_json(t) for t in self.options["inputs"]]
@@ -119,13 +142,25 @@ class Model:
     # -- /score -----------------------------------------------------------------------------
     def parse_score(self, body: bytes) -> tuple[Any, Any, int]:
         """(payload for run_score, the inputs to record, number of rows)."""
-        try:
-            document = loads(body)
-        except ValueError as error:
-            raise _bad(f"request body is not valid JSON: {error}") from None
-        rows, columns = _rows_of(document)
-        matrix = self._matrix(rows, columns)
-        return {self._single_input().name: matrix}, rows, matrix.shape[0]
+        rows, columns = _rows_of(parse_json(body))
+        return self.parse_rows(rows, columns, nulls=b"null" in body)
+
+    def parse_rows(self, rows: Any, columns: list[str] | None, positional: bool = False,
+                   nulls: bool = True) -> tuple[Any, Any, int]:
+        """Rows (named columns matched to the model's, any order) → what ``parse_score`` returns.
+
+        ``positional``: a model without feature names takes named columns in the order sent (what
+        MLflow's server does for /invocations: a CSV always has a header); else that is a 400.
+        ``nulls`` False: the rows come from JSON without ``null``, so they are all finite numbers.
+        The inputs to record keep the column names when the model has them (``{"columns", "data"}``
+        in the model's order, which ``mlops monitor`` reads like an Azure ``input_data``).
+        """
+        if positional and self.columns is None:
+            columns = None
+        matrix = self._matrix(rows, columns, nulls)
+        inputs = rows if self.columns is None else {"columns": self.columns,
+                                                    "data": rows if columns is None else matrix}
+        return {self._single_input().name: matrix}, inputs, matrix.shape[0]
 
     def run_score(self, payload: dict[str, np.ndarray]) -> Any:
         """The predictions (the service wraps them as ``{"predictions": ...}``)."""
@@ -147,10 +182,14 @@ class Model:
         for name, array in arrays.items():
             spec = known[name]
             self._check_shape(name, array.shape, spec.shape)
+            if array.size == 0:
+                raise _bad(f"input {name!r} holds no values")
             if spec.datatype != "BYTES" and array.dtype.kind in "OSU":
                 raise _bad(f"input {name!r}: expected {spec.datatype} numbers, got BYTES")
             if spec.datatype != "BYTES":
                 arrays[name] = array.astype(DTYPES[spec.datatype], copy=False)
+                if not self.allow_nan:
+                    _refuse_missing_values(f"input {name!r}", array)
         if request.outputs is not None:
             names = {spec.name for spec in self.outputs}
             unknown = [n for n in request.outputs if n not in names]
@@ -180,32 +219,42 @@ class Model:
         if len(shape) != len(expected) or any(e >= 0 and s != e for s, e in zip(shape, expected, strict=False)):
             raise _bad(f"input {name!r}: expected shape {list(expected)} (-1: any), got {list(shape)}")
 
-    def _matrix(self, rows: Any, columns: list[str] | None) -> np.ndarray:
+    def _matrix(self, rows: Any, columns: list[str] | None, nulls: bool = True) -> np.ndarray:
         spec = self._single_input()
         dtype = DTYPES[spec.datatype]
         width = spec.shape[-1] if len(spec.shape) == 2 else -1
         expected = f"a list of rows of {width} numbers" if width >= 0 else "a list of rows"
         if not isinstance(rows, list) or not rows:
             raise _bad(f"expected {expected} in 'data'")
+        if columns is not None and (not rows or not isinstance(rows[0], list) or len(columns) != len(rows[0])):
+            raise _bad(f"{len(columns)} columns named but the rows do not have {len(columns)} values each")
         try:
             matrix = np.asarray(rows, dtype=dtype)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise _bad(f"expected {expected} ({spec.datatype}); rows have different lengths or non-numbers") from None
+        if columns is not None and matrix.ndim == 2:
+            matrix = self._reorder(matrix, columns)
         if matrix.ndim != 2 or (width >= 0 and matrix.shape[1] != width):
             raise _bad(f"expected {expected}, got an array of shape {list(matrix.shape)}")
-        if columns is not None:
-            matrix = self._reorder(matrix, columns)
+        if nulls and not self.allow_nan:
+            _refuse_missing_values("'data'", matrix)
         return matrix
 
     def _reorder(self, matrix: np.ndarray, columns: list[str]) -> np.ndarray:
-        if len(columns) != matrix.shape[1]:
-            raise _bad(f"{len(columns)} columns named but rows have {matrix.shape[1]} values")
-        if self.columns is None or columns == self.columns:
+        """The columns in the model's order; 400 naming unknown, missing or repeated ones."""
+        if self.columns is None:
+            raise _bad("this model does not know its feature names, so named columns cannot be matched; send "
+                       "the rows in training order without 'columns' (or declare \"columns\" in model.json)")
+        if columns == self.columns:
             return matrix
-        if sorted(columns) != sorted(self.columns):
-            raise _bad(f"expected columns {self.columns}, got {columns}")
-        order = [columns.index(name) for name in self.columns]
-        return matrix[:, order]
+        unknown = [c for c in columns if c not in self.columns]
+        missing = [c for c in self.columns if c not in columns]
+        repeated = sorted({c for c in columns if columns.count(c) > 1})
+        if unknown or missing or repeated:
+            problems = [f"{label} {names}" for label, names in
+                        (("unknown", unknown), ("missing", missing), ("repeated", repeated)) if names]
+            raise _bad(f"columns do not match the model's {self.columns}: {'; '.join(problems)}")
+        return matrix[:, [columns.index(name) for name in self.columns]]
 
     def synthetic_example(self) -> Any:
         """One row of zeros when the input width is known (a harmless warm-up), else None."""
@@ -252,6 +301,40 @@ class Model:
 
 
 # ---------------------------------------------------------------------------------------------
+def _check_skops_trust(path: Path, options: dict[str, Any]) -> list[str]:
+    """The untrusted types of a skops file, each listed in model.json's trusted_types, or ServeError."""
+    import skops.io as sio
+
+    untrusted = sio.get_untrusted_types(file=path)
+    declared = set(options.get("trusted_types", []))
+    refused = [name for name in untrusted if name not in declared]
+    if refused:  # even sklearn's own Tree: crafted node indices read out of bounds (skops' advice)
+        listed = ", ".join(f'"{name}"' for name in refused)
+        raise ServeError(f"{path.name} holds types skops does not trust by default: {', '.join(refused)}; "
+                         f"after reviewing where the file comes from, list them in {MODEL_FILE} next to it: "
+                         f'{{"trusted_types": [{listed}]}}')
+    return list(untrusted)
+
+
+def _require_pickle_permission(path: Path, options: dict[str, Any], what: str) -> None:
+    """ServeError unless model.json says ``"allow_pickle": true``: loading a pickle runs its code."""
+    if options.get("allow_pickle") is not True:
+        raise ServeError(f"{what}, which runs code when loaded; save the model without pickle (skops), "
+                         f'or put {{"allow_pickle": true}} in {MODEL_FILE} next to {path.name} to accept that')
+
+
+def _sklearn_allows_nan(estimator: Any) -> bool:
+    """scikit-learn's own answer (estimator tags: HistGradientBoosting yes, LogisticRegression no)."""
+    try:
+        from sklearn.utils import get_tags  # scikit-learn >= 1.6
+
+        return bool(get_tags(estimator).input_tags.allow_nan)
+    except ImportError:
+        return bool(estimator._get_tags().get("allow_nan", False))
+    except Exception:  # a third-party estimator with broken tags: the safe side
+        return False
+
+
 class SklearnModel(Model):
     """scikit-learn, from skops (no pickle) — or joblib/pickle when model.json allows it."""
 
@@ -272,6 +355,8 @@ class SklearnModel(Model):
         if hasattr(estimator, "predict_proba"):
             n_classes = len(classes) if classes is not None else -1
             self.outputs.append(TensorSpec("predict_proba", "FP64", (-1, n_classes)))
+        if "allow_nan" not in options:
+            self.allow_nan = _sklearn_allows_nan(estimator)
         self._apply_declared_metadata()
         # The model was fitted on a DataFrame but rows arrive as arrays, already in column order.
         warnings.filterwarnings("ignore", message="X does not have valid feature names")
@@ -283,9 +368,7 @@ class SklearnModel(Model):
         path = _only_file(self.model_dir, PICKLE_SUFFIXES, "model.joblib")
         if path is None:
             raise ServeError(f"{self.model_dir}: no model.skops (or other *.skops) file to serve")
-        if self.options.get("allow_pickle") is not True:
-            raise ServeError(f"{path.name} is a pickle, which runs code when loaded; save the model with skops, "
-                             f'or put {{"allow_pickle": true}} in {MODEL_FILE} next to it to accept that')
+        _require_pickle_permission(path, self.options, f"{path.name} is a pickle")
         import joblib  # scikit-learn's dependency
 
         return joblib.load(path)
@@ -293,16 +376,9 @@ class SklearnModel(Model):
     def _load_skops(self, path: Path) -> Any:
         import skops.io as sio
 
-        untrusted = sio.get_untrusted_types(file=path)
-        declared = set(self.options.get("trusted_types", []))
-        refused = [name for name in untrusted if name not in declared]
-        if refused:  # even sklearn's own Tree: crafted node indices read out of bounds (skops' advice)
-            listed = ", ".join(f'"{name}"' for name in refused)
-            raise ServeError(f"{path.name} holds types skops does not trust by default: {', '.join(refused)}; "
-                             f"after reviewing where the file comes from, list them in {MODEL_FILE} next to it: "
-                             f'{{"trusted_types": [{listed}]}}')
+        untrusted = _check_skops_trust(path, self.options)
         try:
-            return sio.load(path, trusted=list(untrusted))
+            return sio.load(path, trusted=untrusted)
         except Exception as error:
             raise ServeError(f"cannot load {path.name}: {type(error).__name__}: {error}") from error
 
@@ -405,6 +481,12 @@ class PythonModel(Model):
     def run_score(self, payload: str) -> Any:
         return self.run(payload)
 
+    def parse_rows(self, rows: Any, columns: list[str] | None, positional: bool = False,
+                   nulls: bool = True) -> tuple[Any, Any, int]:
+        """/invocations: score.py receives ``{"data": rows}`` (and ``"columns"`` when named), as on /score."""
+        document = {"data": rows} if columns is None else {"columns": columns, "data": rows}
+        return dumps(document).decode(), document, len(rows) if isinstance(rows, list) else 1
+
     def synthetic_example(self) -> Any:
         return None  # user code: only a declared example is safe to call
 
@@ -438,6 +520,7 @@ class MlflowModel(Model):
             import mlflow.pyfunc
         except ImportError:
             raise ServeError(f"the mlflow flavor needs MLflow installed: {MLFLOW_EXTRA}") from None
+        self._check_trust()
         try:
             self.pyfunc = mlflow.pyfunc.load_model(str(model_dir))
         except Exception as error:
@@ -447,6 +530,32 @@ class MlflowModel(Model):
         self._column_types: dict[str, Any] = {}
         self._read_signature()
         self._apply_declared_metadata()
+
+    def _check_trust(self) -> None:
+        """The sklearn flavor's rules, before MLflow unpickles anything.
+
+        Only two MLflow formats load without running code from the folder: scikit-learn saved with
+        skops (MLflow 3's default; its untrusted types must be listed in model.json, as for the
+        sklearn flavor) and ONNX. Everything else — pickle/cloudpickle models, custom pyfunc
+        classes, bundled ``code`` — needs ``"allow_pickle": true``.
+        """
+        import yaml  # a dependency of mlops and of MLflow
+
+        mlmodel = self.model_dir / "MLmodel"
+        try:
+            flavors = (yaml.safe_load(mlmodel.read_text()) or {}).get("flavors") or {}
+        except (OSError, yaml.YAMLError, AttributeError) as error:
+            raise ServeError(f"{mlmodel}: not a readable MLmodel file: {error}") from None
+        loader = (flavors.get("python_function") or {}).get("loader_module")
+        sklearn = flavors.get("sklearn") or {}
+        if loader == "mlflow.sklearn" and sklearn.get("serialization_format") == "skops" \
+                and not sklearn.get("code") and not flavors["python_function"].get("code"):
+            _check_skops_trust(self.model_dir / str(sklearn.get("pickled_model", "model.skops")), self.options)
+        elif loader != "mlflow.onnx":
+            fmt = sklearn.get("serialization_format")
+            _require_pickle_permission(mlmodel, self.options,
+                                       f"{mlmodel.name} says this model loads with {loader or 'an unknown loader'}"
+                                       + (f" from a {fmt} file" if fmt else " (pickles or its own code)"))
 
     def _read_signature(self) -> None:
         metadata = self.pyfunc.metadata
@@ -462,6 +571,14 @@ class MlflowModel(Model):
                 kinds = {np.dtype(t).kind for t in self._column_types.values()}
                 datatype = "FP64" if kinds <= set("fiub") else "BYTES"
                 self.inputs = [TensorSpec("input-0", datatype, (-1, len(self.columns)))]
+        outputs = metadata.get_output_schema()
+        if outputs is not None and outputs.inputs:  # the declared type, not FP64 (int64 labels stay INT64)
+            first = outputs.inputs[0]
+            if outputs.is_tensor_spec():
+                self.outputs = [TensorSpec("predictions", datatype_of(first.type), _onnx_shape(list(first.shape)))]
+            else:
+                self.outputs = [TensorSpec("predictions", datatype_of(outputs.numpy_types()[0]),
+                                           (-1,) if len(outputs.inputs) == 1 else (-1, len(outputs.inputs)))]
         if self.example is None:
             try:
                 example = metadata.load_input_example(str(self.model_dir))
@@ -483,15 +600,36 @@ class MlflowModel(Model):
         return {outputs[0]: np.asarray(result)}
 
 
+def baseline_columns(path: Path) -> list[str]:
+    """The header row of a baseline CSV (the columns ``mlops monitor`` compares): the feature names."""
+    import csv
+
+    try:
+        with open(path, newline="") as handle:
+            return next(csv.reader(handle))
+    except (OSError, StopIteration, csv.Error, UnicodeDecodeError) as error:
+        raise ServeError(f"cannot read the column names of baseline {path}: {error or 'empty file'}") from None
+
+
 FLAVOR_CLASSES: dict[str, type[Model]] = {
     "sklearn": SklearnModel, "onnx": OnnxModel, "python": PythonModel, "mlflow": MlflowModel}
 
 
-def load_model(model_dir: Path, flavor: str) -> Model:
-    """Load the model in ``model_dir`` as ``flavor``; ServeError with the reason when it cannot be."""
+def load_model(model_dir: Path, flavor: str, baseline: Path | None = None) -> Model:
+    """Load the model in ``model_dir`` as ``flavor``; ServeError with the reason when it cannot be.
+
+    A model that does not name its features takes them from ``baseline``'s header, when its width fits.
+    """
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise ServeError(f"model folder {model_dir} does not exist")
     if flavor not in FLAVOR_CLASSES:
         raise ServeError(f"unknown flavor {flavor!r}; expected one of {', '.join(FLAVOR_CLASSES)}")
-    return FLAVOR_CLASSES[flavor](model_dir, _read_options(model_dir))
+    model = FLAVOR_CLASSES[flavor](model_dir, _read_options(model_dir))
+    if baseline is not None and model.columns is None and flavor != "python":
+        columns = baseline_columns(baseline)
+        width = model.inputs[0].shape[-1] if len(model.inputs) == 1 and len(model.inputs[0].shape) == 2 else -1
+        if width not in (-1, len(columns)):
+            raise ServeError(f"baseline {baseline} has {len(columns)} columns but the model takes {width} features")
+        model.columns = columns
+    return model

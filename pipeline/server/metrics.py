@@ -20,21 +20,21 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 CONTENT_TYPE = CONTENT_TYPE_LATEST.encode()
 
 
-class _DroppedEvents:
-    """Exposes the collector's drop count (kept as a plain int by the collector) as a counter."""
+class _CountedByCollector:
+    """Exposes a count the collector keeps as a plain int as a counter, read at scrape time."""
 
-    def __init__(self, read: Callable[[], int]):
-        self.read = read
+    def __init__(self, name: str, documentation: str, read: Callable[[], int]):
+        self.name, self.documentation, self.read = name, documentation, read
 
     def collect(self):
-        family = CounterMetricFamily("mlops_collector_dropped_events", "Sampled events dropped: queue full")
+        family = CounterMetricFamily(self.name, self.documentation)
         family.add_metric([], self.read())
         yield family
 
 
 class Metrics:
     def __init__(self, in_flight: Callable[[], int], queue_depth: Callable[[], int],
-                 dropped: Callable[[], int]):
+                 dropped: Callable[[], int], unserializable: Callable[[], int] = lambda: 0):
         self.registry = registry = CollectorRegistry()
         self._requests = Counter("mlops_requests", "HTTP requests by route and status",
                                  ["route", "status"], registry=registry)
@@ -43,7 +43,11 @@ class Metrics:
         Gauge("mlops_requests_in_flight", "Requests being handled", registry=registry).set_function(in_flight)
         Gauge("mlops_collector_queue_depth", "Events waiting for the collector's writer",
               registry=registry).set_function(queue_depth)
-        registry.register(_DroppedEvents(dropped))
+        registry.register(_CountedByCollector("mlops_collector_dropped_events",
+                                              "Sampled events dropped: queue full", dropped))
+        registry.register(_CountedByCollector("mlops_collector_unserializable_events",
+                                              "Sampled events dropped: they could not be serialized",
+                                              unserializable))
         self.model_load_seconds = Gauge("mlops_model_load_seconds", "Time to load and warm up the model",
                                         registry=registry)
         ProcessCollector(registry=registry)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pipeline import __version__
+from pipeline.server.invocations import FORMATS
 
 if TYPE_CHECKING:
     from pipeline.server.config import ServerConfig
@@ -30,7 +31,8 @@ def _json(schema: dict[str, Any], description: str = "") -> dict[str, Any]:
 def _errors(*statuses: int) -> dict[str, Any]:
     reasons = {400: "the request does not fit the model", 401: "missing or invalid key",
                404: "unknown model or version", 413: "body too large", 429: "too many requests",
-               500: "the model failed", 503: "the model is not loaded yet", 504: "request_timeout_ms exceeded"}
+               415: "content type not supported", 500: "the model failed", 503: "the model is not loaded yet",
+               504: "request_timeout_ms exceeded"}
     return {str(s): _json({"$ref": "#/components/schemas/Error"}, reasons[s]) for s in statuses}
 
 
@@ -66,6 +68,16 @@ def openapi_document(config: ServerConfig, model: Model | None, auth: bool) -> d
                 "requestBody": {"required": True, "content": {"application/json": {"schema": score_request}}},
                 "responses": {"200": _json({"type": "object", "properties": {"predictions": {"type": "array"}}}),
                               **scoring_errors}}},
+            "/invocations": {"post": {
+                "summary": "Score in MLflow's scoring-server formats",
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": {
+                        "type": "object", "minProperties": 1,
+                        "description": "exactly one of dataframe_split, dataframe_records, instances, inputs",
+                        "properties": {key: {} for key in FORMATS}}},
+                    "text/csv": {"schema": {"type": "string", "description": "a header row of column names"}}}},
+                "responses": {"200": _json({"type": "object", "properties": {"predictions": {"type": "array"}}}),
+                              **scoring_errors, **_errors(415)}}},
             f"/v2/models/{name}/infer": {"post": {
                 "summary": "Open Inference Protocol v2 inference",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": infer_request}}},

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.server.http import HTTPError, dumps, loads
+from pipeline.server.http import HTTPError, InvalidInput, dumps, parse_json
 
 DTYPES: dict[str, np.dtype] = {
     "BOOL": np.dtype(np.bool_),
@@ -70,7 +70,16 @@ class InferRequest:
 
 
 def _bad(message: str) -> HTTPError:
-    return HTTPError(400, message)
+    return InvalidInput(message)
+
+
+def _parameters(item: dict[str, Any], where: str) -> dict[str, Any]:
+    parameters = item.get("parameters")
+    if parameters is None:
+        return {}
+    if not isinstance(parameters, dict):
+        raise _bad(f"{where}: 'parameters' must be an object")
+    return parameters
 
 
 def _decode_bytes_elements(chunk: bytes, count: int, name: str) -> np.ndarray:
@@ -93,11 +102,13 @@ def _decode_input(spec: Any, binary: memoryview | None, offset: int) -> tuple[st
         raise _bad("an input has no 'name'")
     if datatype not in DTYPES:
         raise _bad(f"input {name!r}: datatype must be one of {', '.join(DTYPES)}, not {datatype!r}")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise _bad(f"input {name!r}: shape must be a list of non-negative integers")
     dtype, count = DTYPES[datatype], prod(shape)
-    size = (spec.get("parameters") or {}).get("binary_data_size")
+    size = _parameters(spec, f"input {name!r}").get("binary_data_size")
     if size is not None:
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise _bad(f"input {name!r}: binary_data_size must be a non-negative integer")
         if binary is None or offset + size > len(binary):
             raise _bad(f"input {name!r}: binary_data_size {size} is more than the binary part holds")
         chunk = bytes(binary[offset:offset + size])
@@ -114,7 +125,7 @@ def _decode_input(spec: Any, binary: memoryview | None, offset: int) -> tuple[st
             raise _bad(f"input {name!r} has no 'data'")
         try:
             array = np.asarray(spec["data"], dtype=dtype)
-        except (TypeError, ValueError) as error:
+        except (TypeError, ValueError, OverflowError) as error:
             raise _bad(f"input {name!r}: data is not a {datatype} array of shape {shape}: {error}") from None
         if array.size != count:
             raise _bad(f"input {name!r}: shape {shape} needs {count} values, got {array.size}")
@@ -133,10 +144,7 @@ def decode_request(body: bytes, header_length: bytes | None) -> InferRequest:
             raise _bad("Inference-Header-Content-Length is larger than the body")
         binary = memoryview(body)[split:]
         body = body[:split]
-    try:
-        document = loads(body)
-    except ValueError as error:
-        raise _bad(f"request body is not valid JSON: {error}") from None
+    document = parse_json(body)
     if not isinstance(document, dict) or not isinstance(document.get("inputs"), list) or not document["inputs"]:
         raise _bad("expected an object with a non-empty 'inputs' list of tensors "
                    "({name, shape, datatype, data})")
@@ -145,7 +153,7 @@ def decode_request(body: bytes, header_length: bytes | None) -> InferRequest:
     for spec in document["inputs"]:
         name, array, offset = _decode_input(spec, binary, offset)
         inputs[name] = array
-    parameters = document.get("parameters") or {}
+    parameters = _parameters(document, "the request")
     request = InferRequest(inputs=inputs, id=document.get("id"), parameters=parameters,
                            binary_default=bool(parameters.get("binary_data_output")))
     if document.get("outputs") is not None:
@@ -156,7 +164,7 @@ def decode_request(body: bytes, header_length: bytes | None) -> InferRequest:
             if not isinstance(item, dict) or not isinstance(item.get("name"), str):
                 raise _bad("each item of 'outputs' must be an object with a 'name'")
             request.outputs.append(item["name"])
-            if (item.get("parameters") or {}).get("binary_data"):
+            if _parameters(item, f"output {item['name']!r}").get("binary_data"):
                 request.binary_outputs.add(item["name"])
     return request
 

@@ -24,6 +24,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 FEATURES = 4
+FEATURE_NAMES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 READY_SECONDS = 60.0
 
 SCORE_PY = textwrap.dedent("""
@@ -60,12 +61,13 @@ def training_data() -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="session")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Model folders by flavor (sklearn, onnx, python; mlflow only when MLflow is installed)."""
+    import pandas as pd
     import skops.io as sio
     from sklearn.linear_model import LogisticRegression
 
     root = tmp_path_factory.mktemp("models")
     x, y = training_data()
-    estimator = LogisticRegression().fit(x, y)
+    estimator = LogisticRegression().fit(pd.DataFrame(x, columns=FEATURE_NAMES), y)  # knows its columns
     folders = {}
     folders["sklearn"] = root / "sklearn"
     folders["sklearn"].mkdir()

@@ -146,3 +146,34 @@ def test_a_model_that_cannot_load_exits_1_with_the_reason(serve, tmp_path: Path)
     served = serve(empty, "sklearn", wait=False)
     assert served.process.wait(60) == 1
     assert "no model.skops" in served.log.read_text()
+
+
+def test_pickled_mlflow_models_need_the_same_permission_as_sklearn(tmp_path):
+    """MLflow's cloudpickle format runs code when loaded, like a joblib file: refused unless allowed."""
+    pytest.importorskip("mlflow")
+    import mlflow.sklearn
+    from sklearn.linear_model import LinearRegression
+
+    folder = tmp_path / "m"
+    mlflow.sklearn.save_model(LinearRegression().fit([[0.0], [1.0]], [0.0, 2.0]), str(folder),
+                              serialization_format="cloudpickle")
+    with pytest.raises(ServeError, match='"allow_pickle": true} in model.json'):
+        load_model(folder, "mlflow")
+    (folder / "model.json").write_text(json.dumps({"allow_pickle": True}))
+    model = load_model(folder, "mlflow")
+    payload, _, _ = model.parse_score(b'{"data": [[3.0]]}')
+    assert model.run_score(payload).tolist() == pytest.approx([6.0])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flavor", ["sklearn", "onnx", "python"])
+def test_invocations_take_mlflow_bodies_for_every_flavor(serve, models, flavor):
+    """The same MLflow client works whatever the flavor: JSON rows and CSV give /score's answer."""
+    served = serve(models[flavor], flavor)
+    csv_body = "sepal_length,sepal_width,petal_length,petal_width\n" + "\n".join(",".join(map(str, r)) for r in ROWS)
+    with served.client() as client:
+        want = client.post("/score", json={"data": ROWS}).json()
+        want = want["predictions"] if isinstance(want, dict) else want
+        assert client.post("/invocations", json={"instances": ROWS}).json() == {"predictions": want}
+        csv = client.post("/invocations", content=csv_body, headers={"Content-Type": "text/csv"})
+        assert csv.json() == {"predictions": want}

@@ -8,6 +8,7 @@ import time
 import httpx
 import numpy as np
 import pytest
+from conftest import FEATURE_NAMES  # tests/server is on sys.path (pytest prepend import mode)
 
 from pipeline.monitor import read_events
 from pipeline.server.auth import regenerate
@@ -21,9 +22,27 @@ def test_score_azure_formats(sklearn_server, estimator_predictions):
     expected = estimator_predictions(np.array(ROWS)).tolist()
     with sklearn_server.client() as client:
         assert client.post("/score", json={"data": ROWS}).json() == {"predictions": expected}
-        split = {"input_data": {"columns": ["a", "b", "c", "d"], "data": ROWS}}
+        split = {"input_data": {"columns": FEATURE_NAMES, "data": ROWS}}
         assert client.post("/score", json=split).json() == {"predictions": expected}
         assert client.post("/score", json={"input_data": {"data": ROWS}}).json() == {"predictions": expected}
+
+
+def test_named_columns_are_matched_to_the_model_in_any_order(sklearn_server, estimator_predictions):
+    expected = estimator_predictions(np.array(ROWS)).tolist()
+    reversed_split = {"input_data": {"columns": FEATURE_NAMES[::-1], "data": [row[::-1] for row in ROWS]}}
+    with sklearn_server.client() as client:
+        assert client.post("/score", json=reversed_split).json() == {"predictions": expected}
+
+
+@pytest.mark.parametrize(("columns", "expected"), [
+    (["a", "b", "c", "d"], "unknown ['a', 'b', 'c', 'd']; missing ['sepal_length'"),
+    (FEATURE_NAMES[:3] + ["colour"], "unknown ['colour']; missing ['petal_width']"),
+    (FEATURE_NAMES[:3] + ["sepal_length"], "missing ['petal_width']; repeated ['sepal_length']"),
+])
+def test_unknown_or_missing_columns_are_a_400_naming_them(sklearn_server, columns, expected):
+    with sklearn_server.client() as client:
+        response = client.post("/score", json={"input_data": {"columns": columns, "data": ROWS}})
+    assert response.status_code == 400 and expected in response.json()["error"]
 
 
 @pytest.mark.parametrize(("body", "expected"), [
@@ -197,7 +216,7 @@ def test_metrics(sklearn_server):
 def test_openapi_describes_routes_and_input_schema(sklearn_server):
     with sklearn_server.client() as client:
         document = client.get("/openapi.json").json()
-    assert {"/score", "/v2/models/iris/infer", "/v2/health/ready", "/metrics"} <= set(document["paths"])
+    assert {"/score", "/invocations", "/v2/models/iris/infer", "/v2/health/ready", "/metrics"} <= set(document["paths"])
     schema = document["paths"]["/score"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     row = schema["oneOf"][0]["properties"]["data"]["items"]
     assert row["minItems"] == row["maxItems"] == 4
@@ -213,7 +232,7 @@ def test_collected_events(sklearn_server):
     while time.monotonic() < deadline:
         events = list(read_events(sklearn_server.folder / "data", "ep", "blue"))
         # a request that failed to parse is recorded as the document it sent
-        mine = [e for e in events if e["inputs"] in (marker, {"data": [[1, 2]]})]
+        mine = [e for e in events if e["inputs"] in ({"columns": FEATURE_NAMES, "data": marker}, {"data": [[1, 2]]})]
         if len(mine) == 2:
             break
         time.sleep(0.1)

@@ -221,3 +221,17 @@ def test_not_ready_until_the_model_is_loaded(models, tmp_path):
 
     assert asyncio.run(calls()) == [503, 503, 200, 200, 200]
     assert app.service.inline  # a 0.1 ms model runs on the event loop in "auto"
+
+
+def test_a_model_without_feature_names_takes_them_from_its_baseline(models, tmp_path):
+    """An ONNX model carries no column names; the baseline CSV's header lets callers name columns."""
+    from pipeline.server.flavors import load_model
+
+    baseline = tmp_path / "baseline.csv"
+    baseline.write_text("a,b,c,d\n1,2,3,4\n")
+    model = load_model(models["onnx"], "onnx", baseline)
+    straight, _, _ = model.parse_score(b'{"input_data": {"columns": ["a", "b", "c", "d"], "data": [[1, 2, 3, 4]]}}')
+    shuffled, _, _ = model.parse_score(b'{"input_data": {"columns": ["d", "c", "b", "a"], "data": [[4, 3, 2, 1]]}}')
+    assert np.array_equal(straight["X"], shuffled["X"])
+    with pytest.raises(HTTPError, match=r"unknown \['e'\]"):
+        model.parse_score(b'{"input_data": {"columns": ["a", "b", "c", "e"], "data": [[1, 2, 3, 4]]}}')
