@@ -168,7 +168,8 @@ class DockerTarget(LocalTarget):
             container = self._run(request, instance, folder, keys, labels, f"{uid}:{gid}")
         except docker.errors.DockerException as error:
             for leftover in self._owned(name=f"mlops-{instance}"):
-                leftover.remove(force=True)
+                with self._engine_call(f"remove container {leftover.name}"):
+                    leftover.remove(force=True)
             raise TargetError(f"target '{self.name}': cannot start a container for {request.deployment.key}: "
                               f"{getattr(error, 'explanation', None) or error}") from None
         return {"id": instance, "container": container.id, "port": port, "image": request.image,
