@@ -1,10 +1,16 @@
-"""The Docker target on a real engine: build, deploy, model-only update, drift, a failing build."""
+"""The Docker target on a real engine: build, deploy, model-only update, drift, a failing build;
+two projects on one engine, destroy with the engine down, how containers run.
+
+Tests touch only what they created: containers are found by their project's label, and the
+module removes only the environment images that did not exist before it ran.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -25,21 +31,35 @@ def engine_available() -> bool:
         return False
 
 
+def env_tags(client) -> set[str]:
+    return {tag for image in client.images.list() for tag in image.tags if tag.split("/")[-1].startswith("mlops-env-")}
+
+
 @pytest.fixture(scope="module")
 def docker_env(tmp_path_factory):
     if not engine_available():
         if os.environ.get("MLOPS_REQUIRE_DOCKER") == "1":
             pytest.fail("no Docker engine reachable, but MLOPS_REQUIRE_DOCKER=1 (CI starts one: .ci/docker.sh)")
         pytest.skip("no Docker engine reachable (set DOCKER_HOST)")
+    import docker
+
     from pipeline.build import ensure_wheelhouse
 
     repo = Path(__file__).resolve().parents[2]
     wheels = ensure_wheelhouse(tmp_path_factory.mktemp("wheels"), [repo / "environments/sklearn/requirements.txt"])
-    return {"MLOPS_WHEELHOUSE": str(wheels),
-            "base": os.environ.get("MLOPS_TEST_BASE_IMAGE", "python:3.11-slim")}
+    client = docker.from_env()
+    before = env_tags(client)
+    yield {"MLOPS_WHEELHOUSE": str(wheels), "base": os.environ.get("MLOPS_TEST_BASE_IMAGE", "python:3.11-slim")}
+    for tag in env_tags(client) - before:  # only the images these tests built
+        try:
+            client.images.remove(tag)
+        except docker.errors.APIError:
+            pass  # in use by someone else's container: theirs now
 
 
-def test_docker_lifecycle(repo, docker_env, monkeypatch):
+@pytest.fixture
+def docker_repo(repo, docker_env, monkeypatch):
+    """The conftest repository with its endpoint on a docker target named ``box``."""
     monkeypatch.setenv("MLOPS_WHEELHOUSE", docker_env["MLOPS_WHEELHOUSE"])
     shutil.copytree(Path(__file__).resolve().parents[2] / "environments", repo.root / "environments")
     spec = (repo.root / "mlops.yaml").read_text()
@@ -51,37 +71,55 @@ def test_docker_lifecycle(repo, docker_env, monkeypatch):
                         "environments:\n  sklearn: {requirements: environments/sklearn/requirements.txt}\nmodels:\n")
     (repo.root / "mlops.yaml").write_text(spec)
     repo.commit("docker target")
+    return repo
 
-    repo.mlops("apply", "--yes", timeout=600)  # builds the image unless an identical one exists
+
+def containers(repo, **labels) -> list:
+    """The containers of ``repo``'s project on its target ``box`` (found by the labels mlops sets)."""
     import docker
 
-    images = [tag for image in docker.from_env().images.list() for tag in image.tags]
-    assert any(tag.startswith("mlops-env-sklearn:") for tag in images)
+    from pipeline.cli.wiring import make_targets
+    from pipeline.spec.loader import load
+
+    spec = load(repo.root / "mlops.yaml")
+    target = make_targets(spec, spec.registry_path().parent)["box"]
+    wanted = {"mlops.project": target.project, "mlops.target": "box", **{f"mlops.{k}": v for k, v in labels.items()}}
+    return docker.from_env().containers.list(all=True, filters={"label": [f"{k}={v}" for k, v in wanted.items()]})
+
+
+def load_loop(url: str, headers: dict, stop: threading.Event, failures: list, sent: list, limit: int = 20000):
+    """Score until ``stop`` is set (or ``limit`` requests), recording every failure."""
+    with httpx.Client(headers=headers, timeout=10) as client:
+        while not stop.is_set() and len(sent) < limit:
+            sent.append(1)
+            try:
+                if client.post(f"{url}/score", json={"data": IRIS}).status_code != 200:
+                    failures.append("status")
+            except httpx.HTTPError as error:
+                failures.append(repr(error))
+
+
+def test_docker_lifecycle(docker_repo):
+    repo = docker_repo
+    repo.mlops("apply", "--yes", timeout=600)  # builds the image unless an identical one exists
+    assert [c.image.tags[0].split(":")[0] for c in containers(repo)] == ["mlops-env-sklearn"]
     assert repo.score(IRIS).json() == {"predictions": [0]}
     url, headers = repo.endpoint()
     infer = httpx.post(f"{url}/v2/models/iris-classifier/infer", headers=headers, json={"inputs": [
         {"name": "x", "shape": [1, 4], "datatype": "FP64", "data": IRIS[0]}]})
     assert infer.status_code == 200 and infer.json()["outputs"][0]["data"] == [0]
-    collected = list((repo.root / ".mlops" / "data" / "iris" / "blue").rglob("*.jsonl"))
-    assert collected  # written by the container into the host folder
+    folder, deadline = repo.root / ".mlops" / "data" / "iris" / "blue", time.monotonic() + 10
+    while not any(folder.rglob("*.jsonl")) and time.monotonic() < deadline:
+        time.sleep(0.2)  # the collector hands over once a second
+    assert any(folder.rglob("*.jsonl"))  # written by the (non-root) container into the host folder
 
     # a model-only change: no build, a rolling update with no failed request
     (repo.root / "models" / "iris" / "NOTES.md").write_text("v2\n")
     repo.commit("model v2")
     plan = repo.mlops("plan").stdout
     assert "build" not in plan and "register" in plan
-    failures, stop = [], threading.Event()
-
-    def load():
-        with httpx.Client(headers=headers, timeout=10) as client:
-            while not stop.is_set():
-                try:
-                    if client.post(f"{url}/score", json={"data": IRIS}).status_code != 200:
-                        failures.append("status")
-                except httpx.HTTPError as error:
-                    failures.append(repr(error))
-
-    thread = threading.Thread(target=load)
+    failures, sent, stop = [], [], threading.Event()
+    thread = threading.Thread(target=load_loop, args=(url, headers, stop, failures, sent))
     thread.start()
     try:
         updated = repo.mlops("apply", "--yes", timeout=300)
@@ -91,7 +129,7 @@ def test_docker_lifecycle(repo, docker_env, monkeypatch):
     assert "✓ build" not in updated.stdout and not failures
 
     # a container stopped by hand is drift, and apply heals it
-    for container in docker.from_env().containers.list(filters={"label": "mlops.endpoint=iris"}):
+    for container in containers(repo, endpoint="iris"):
         container.stop(timeout=2)
     drift = repo.mlops("plan").stdout
     assert "drift" in drift and "stopped outside mlops" in drift
@@ -104,3 +142,59 @@ def test_docker_lifecycle(repo, docker_env, monkeypatch):
     broken = repo.mlops("apply", "--yes", check=False, timeout=300)
     assert broken.returncode == 1 and "no-such-package-mlops" in broken.stderr and "Traceback" not in broken.stderr
     assert repo.score(IRIS).status_code == 200
+
+
+def test_two_projects_with_same_target_name_leave_each_other_alone(docker_repo, tmp_path):
+    """Project B applying, updating and destroying its ``box`` never stops project A's containers."""
+    a = docker_repo
+    b = type(a)(tmp_path / "project-b")
+    shutil.copytree(a.root, b.root)  # the same files, another repository (before A has any state)
+    a.mlops("apply", "--yes", timeout=600)
+    serving = {c.id for c in containers(a)}
+    url, headers = a.endpoint()
+    failures, sent, stop = [], [], threading.Event()
+    thread = threading.Thread(target=load_loop, args=(url, headers, stop, failures, sent))
+    thread.start()
+    try:
+        b.mlops("apply", "--yes", timeout=300)
+        b.write("models/iris/NOTES.md", "v2\n")
+        b.commit("model v2")
+        b.mlops("apply", "--yes", timeout=300)
+        b.mlops("destroy", "--yes", timeout=120)
+    finally:
+        stop.set()
+        thread.join()
+        b.mlops("destroy", "--yes", check=False)
+    assert sent and not failures, f"{len(failures)} of {len(sent)} requests to project A failed: {failures[:3]}"
+    assert {c.id for c in containers(a) if c.status == "running"} == serving
+    assert containers(b) == []
+
+
+def test_destroy_with_the_engine_down_keeps_records_and_resumes(docker_repo):
+    """Nothing is forgotten while its container may still run; the next destroy finishes the job."""
+    repo = docker_repo
+    repo.mlops("apply", "--yes", timeout=600)
+    down = {**os.environ, "DOCKER_HOST": f"unix://{repo.root}/no-engine.sock"}
+    failed = repo.mlops("destroy", "--yes", check=False, env=down)
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr
+    assert "no Docker engine reachable" in failed.stderr and "records and routes are kept" in failed.stderr
+    assert repo.score(IRIS).status_code == 200  # still routed, still serving, still in status
+    assert "iris" in repo.mlops("status").stdout and containers(repo)
+    repo.mlops("destroy", "--yes", timeout=120)
+    assert containers(repo) == []
+    assert "Nothing is deployed" in repo.mlops("status").stdout
+
+
+def test_containers_come_back_after_an_engine_restart(docker_repo):
+    """A host or engine reboot must not leave the endpoint without instances."""
+    docker_repo.mlops("apply", "--yes", timeout=600)
+    (container,) = containers(docker_repo)
+    assert container.attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+
+
+def test_containers_run_as_a_non_root_user(docker_repo):
+    """A compromised model server must not be root on the mounted host folders."""
+    docker_repo.mlops("apply", "--yes", timeout=600)
+    (container,) = containers(docker_repo)
+    uid = container.attrs["Config"]["User"].split(":")[0]
+    assert uid and uid != "0" and container.top(ps_args="-o pid,uid")["Processes"][0][1] == uid
