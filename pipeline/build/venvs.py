@@ -6,11 +6,14 @@ package (linked, not copied), so ``<venv>/bin/python -m pipeline.server`` serves
 exactly what the environment declares. The digest covers everything that decides the venv's
 content; an unchanged environment is never rebuilt.
 
-Built with ``uv`` when it is on PATH (``uv venv`` + ``uv pip install``: fast), else with
-``python -m venv`` + pip. Venvs are not relocatable (console scripts and ``activate`` hold
-absolute paths), so a venv is built in place and a marker file written last commits it; a folder
-without the marker is a killed build, ignored by ``observe`` and removed by the next build. One
-file lock serializes builds and garbage collection across processes.
+Built with ``uv`` when it is on PATH or installed beside mlops (the ``uv`` extra; ``uv venv`` +
+``uv pip install``: fast), else with ``python -m venv`` + pip. ``base_image`` and ``dockerfile``
+concern images only; a ``conda_file`` cannot become a venv and is refused.
+
+Venvs are not relocatable (console scripts and ``activate`` hold absolute paths), so a venv is
+built in place rather than renamed from a temporary folder: a marker file written last commits
+it. A folder without the marker is a killed build, ignored by ``observe`` and removed by the
+next build. One file lock serializes builds and garbage collection across processes.
 """
 
 from __future__ import annotations
@@ -50,41 +53,75 @@ def _requirements(spec: Spec, name: str) -> str:
     return (spec.root / environment.requirements).read_text() if environment.requirements else ""
 
 
-def _running(version: str) -> bool:
-    return version in (f"{sys.version_info.major}.{sys.version_info.minor}", platform.python_version())
-
-
 def _which_uv() -> str | None:
-    return shutil.which("uv")
-
-
-def find_interpreter(version: str) -> Path | None:
-    """The Python that ``version`` asks for: the running one, ``pythonX.Y`` on PATH, or one uv knows."""
-    if _running(version):
-        return Path(sys.executable)
-    found = shutil.which(f"python{version}")
+    """uv on PATH, else the one the ``uv`` extra installed beside mlops (not on PATH unless activated)."""
+    found = shutil.which("uv")
     if found:
-        return Path(found)
+        return found
+    try:
+        from uv import find_uv_bin
+    except ImportError:
+        return None
+    try:
+        return find_uv_bin()
+    except FileNotFoundError:
+        return None
+
+
+def _version_of(executable: str) -> str | None:
+    """The full version a Python executable reports, or None when it does not run (a pyenv shim may not)."""
+    try:
+        result = subprocess.run([executable, "-c", "import platform; print(platform.python_version())"],
+                                capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def _matches(version: str, full: str | None) -> bool:
+    return full is not None and (full == version or full.startswith(version + "."))
+
+
+def find_interpreter(version: str) -> tuple[Path, str] | None:
+    """(executable, full version) of the Python that ``version`` asks for, or None when none is here.
+
+    The running Python first (no subprocess: plans call this), then ``pythonX.Y`` on PATH, then one
+    uv knows (uv finds installed interpreters, never downloads here).
+    """
+    if _matches(version, platform.python_version()):
+        return Path(sys.executable), platform.python_version()
+    candidates = [shutil.which(f"python{version}")]
     uv = _which_uv()
     if uv:
         result = subprocess.run([uv, "python", "find", "--no-python-downloads", version],
                                 capture_output=True, text=True)
-        if result.returncode == 0 and result.stdout.strip():
-            return Path(result.stdout.strip())
+        candidates.append(result.stdout.strip() if result.returncode == 0 else None)
+    for candidate in filter(None, candidates):
+        full = _version_of(candidate)
+        if _matches(version, full):
+            return Path(candidate), full
     return None
 
 
 def _available_pythons() -> list[str]:
-    """Versions one could ask for instead (for the error message)."""
-    found = {f"{sys.version_info.major}.{sys.version_info.minor}"}
+    """The versions that do run here (for the error message)."""
+    found = {platform.python_version()}
     for folder in os.environ.get("PATH", "").split(os.pathsep):
         try:
             names = os.listdir(folder)
         except OSError:
             continue
-        found.update(n.removeprefix("python") for n in names
-                     if n.startswith("python3.") and n.removeprefix("python3.").isdigit())
-    return sorted(found, key=lambda v: tuple(int(p) for p in v.split(".")))
+        for name in names:
+            if name.startswith("python3.") and name.removeprefix("python3.").isdigit():
+                found.add(_version_of(os.path.join(folder, name)) or "")
+    found.discard("")
+    return sorted(found, key=lambda v: tuple(int(p) for p in v.split(".") if p.isdigit()))
+
+
+def _error_lines(lines: list[str]) -> list[str]:
+    """From pip's first ``ERROR:`` (uv's ``error:`` or ``×``) to the end, else the last lines."""
+    first = next((i for i, line in enumerate(lines) if line.lstrip().startswith(("ERROR:", "error:", "×"))), None)
+    return lines[first:][-TAIL_LINES:] if first is not None else lines[-TAIL_LINES:]
 
 
 def environment_digest(spec: Spec, name: str) -> str:
@@ -94,8 +131,7 @@ def environment_digest(spec: Spec, name: str) -> str:
     """
     environment = spec.environments[name]
     interpreter = find_interpreter(environment.python)
-    identity = (f"{os.path.realpath(interpreter)} {platform.python_version() if _running(environment.python) else ''}"
-                if interpreter else "missing")
+    identity = f"{os.path.realpath(interpreter[0])} {interpreter[1]}" if interpreter else "missing"
     digest = hashlib.sha256(b"mlops-venv/1")
     for part in (environment.python, _requirements(spec, name), service_requirements(), identity,
                  str(_pipeline_dir())):
@@ -111,6 +147,7 @@ class VenvBuilder:
         self.root = Path(state_dir) / ENVS_DIR
         self.progress = progress or (lambda line: None)
         self.builds = 0  # venvs actually built by this builder (tests and reports count them)
+        self._lock_fd: int | None = None
 
     # -- names -----------------------------------------------------------------------------
 
@@ -154,13 +191,19 @@ class VenvBuilder:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        """One build or collection at a time across processes (flock is released if we die)."""
+        """One build or collection at a time across processes.
+
+        The build commands inherit the lock's descriptor: if we are killed, an orphaned pip still
+        holds the lock, so the next build waits for it to finish before removing its folder.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / ".lock", "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
+            self._lock_fd = handle.fileno()
             try:
                 yield
             finally:
+                self._lock_fd = None
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def build(self, environment: str, data: Mapping) -> str:
@@ -176,13 +219,14 @@ class VenvBuilder:
         ref = self.ref(environment, digest)
         if self.complete(ref):
             return ref
+        if self.spec.environments[environment].conda_file:
+            raise BuildError(f"environment '{environment}' has a conda_file, which a local venv cannot install; "
+                             "list its packages in a requirements file instead")
         with self._locked():
             if self.complete(ref):  # another process built it while we waited
                 return ref
+            self._remove_half_built()
             folder = self.path(ref)
-            if folder.exists():
-                self.progress(f"removing the half-built {folder.name} (an interrupted build)")
-                shutil.rmtree(folder)
             self.builds += 1
             try:
                 self._create(environment, digest, folder)
@@ -193,20 +237,23 @@ class VenvBuilder:
 
     def _create(self, environment: str, digest: str, folder: Path) -> None:
         version = self.spec.environments[environment].python
-        interpreter = find_interpreter(version)
-        if interpreter is None:
+        found = find_interpreter(version)
+        if found is None:
             raise BuildError(f"environment '{environment}' asks for Python {version}, which is not installed "
-                             f"here (found: {', '.join(_available_pythons())}); install it "
+                             f"here (found: {', '.join(_available_pythons()) or 'none'}); install it "
                              f"(e.g. `uv python install {version}`) or change environments.{environment}.python")
+        interpreter, _ = found
         uv = _which_uv()
+        python = folder / "bin" / "python"
+        # without uv, the running pip installs into the venv (pip --python): that spares ensurepip's seconds
+        pip = [sys.executable, "-m", "pip", "--python", str(python)] if find_spec("pip") else [str(python), "-m", "pip"]
         self.progress(f"creating venv {folder.name} with Python {version} ({'uv' if uv else 'venv + pip'})")
-        service = folder / "mlops-service-requirements.txt"
         if uv:
-            self._run(environment, [uv, "venv", "--no-config", "--python", str(interpreter), str(folder)])
+            create = [uv, "venv", "--no-config", "--python", str(interpreter), str(folder)]
         else:
-            # the running pip can install into the venv (pip --python), which spares ensurepip's seconds
-            self._run(environment, [str(interpreter), "-m", "venv", *(["--without-pip"] if find_spec("pip") else []),
-                                    str(folder)])
+            create = [str(interpreter), "-m", "venv", *(["--without-pip"] if find_spec("pip") else []), str(folder)]
+        self._run(environment, "creating the venv", create)
+        service = folder / "mlops-service-requirements.txt"
         service.write_text(service_requirements())
         requirements = [service]
         if self.spec.environments[environment].requirements:
@@ -214,20 +261,15 @@ class VenvBuilder:
         count = sum(1 for path in requirements for line in path.read_text().splitlines()
                     if line.strip() and not line.lstrip().startswith("#"))
         self.progress(f"installing {count} requirements")
-        python = folder / "bin" / "python"
         files = [arg for path in requirements for arg in ("-r", str(path))]
         if uv:
             command = [uv, "pip", "install", "--no-config", "--python", str(python), *files]
-        elif find_spec("pip"):
-            command = [sys.executable, "-m", "pip", "--python", str(python), "install",
-                       "--disable-pip-version-check", "--no-input", "--progress-bar", "off", *files]
         else:
-            command = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
-                       "--progress-bar", "off", *files]
-        self._run(environment, command)
+            command = [*pip, "install", "--no-input", "--progress-bar", "off", *files]
+        self._run(environment, "installing requirements", command)
         self._link_pipeline(folder)
         self.progress("checking that the scoring service imports")
-        self._run(environment, [str(python), "-c", "import pipeline.server.app"])
+        self._run(environment, "importing the scoring service", [str(python), "-c", "import pipeline.server.app"])
         marker = folder / f".{MARKER}.tmp"
         marker.write_text(json.dumps({"environment": environment, "digest": digest, "python": version,
                                       "mlops": pipeline.__version__}, indent=2) + "\n")
@@ -248,23 +290,23 @@ class VenvBuilder:
         site_packages = next((folder / "lib").glob("python*/site-packages"))
         (site_packages / "mlops-pipeline.pth").write_text(f"{source}\n")
 
-    def _run(self, environment: str, command: list[str]) -> None:
-        """Run one build command, passing its output to ``progress``; its last lines make the error."""
-        tail: deque[str] = deque(maxlen=TAIL_LINES)
+    def _run(self, environment: str, step: str, command: list[str]) -> None:
+        """Run one build command, passing its output to ``progress``; its error lines make the error."""
+        lines: deque[str] = deque(maxlen=200)
         env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONNOUSERSITE": "1"}
         env.pop("PYTHONPATH", None)  # the venv must see only itself (and the linked pipeline)
         with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                              cwd=self.root, stdin=subprocess.DEVNULL) as process:
+                              cwd=self.root, stdin=subprocess.DEVNULL,
+                              pass_fds=() if self._lock_fd is None else (self._lock_fd,)) as process:
             assert process.stdout is not None
             for line in process.stdout:
                 line = line.rstrip()
                 if line:
-                    tail.append(line)
+                    lines.append(line)
                     self.progress(line)
         if process.returncode != 0:
-            output = "\n".join(tail)
-            raise BuildError(f"building the venv of environment '{environment}' failed "
-                             f"({Path(command[0]).name} {command[1]} exited {process.returncode}):\n{output}")
+            raise BuildError(f"building the venv of environment '{environment}' failed while {step} "
+                             f"(exit code {process.returncode}):\n" + "\n".join(_error_lines(list(lines))))
 
     # -- garbage ---------------------------------------------------------------------------
 
@@ -279,16 +321,21 @@ class VenvBuilder:
                 refs.append(f"{REF_PREFIX}{name}:{tag}")
         return refs
 
+    def _remove_half_built(self) -> None:
+        """Remove folders without a marker: killed builds (call with the lock held: none is in progress)."""
+        for folder in sorted(self.root.iterdir()):
+            if folder.is_dir() and not (folder / MARKER).is_file():
+                self.progress(f"removing the half-built {folder.name} (an interrupted build)")
+                shutil.rmtree(folder)
+
     def collect_garbage(self, keep_refs: set[str]) -> list[str]:
-        """Remove venvs not in ``keep_refs`` and half-built folders; returns the folders removed."""
-        removed = []
+        """Remove the venvs not in ``keep_refs`` and any half-built folder; returns the refs removed."""
         if not self.root.is_dir():
-            return removed
+            return []
         with self._locked():
-            keep = {self.path(ref).name for ref in keep_refs}
-            for folder in sorted(self.root.iterdir()):
-                if folder.is_dir() and (folder.name not in keep or not (folder / MARKER).is_file()):
-                    self.progress(f"removing venv {folder.name}")
-                    shutil.rmtree(folder)
-                    removed.append(folder.name)
+            self._remove_half_built()
+            removed = [ref for ref in self.built() if ref not in keep_refs]
+            for ref in removed:
+                self.progress(f"removing venv {self.path(ref).name}")
+                shutil.rmtree(self.path(ref))
         return removed

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
+import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -90,6 +93,30 @@ def test_a_leftover_half_built_folder_is_replaced(built):
     assert builder.python(ref).exists()
 
 
+KILLED_BUILD = """
+import sys
+from pathlib import Path
+from pipeline.build.venvs import VenvBuilder
+from pipeline.spec import load
+VenvBuilder(load(Path(sys.argv[1])), Path(sys.argv[2])).build("small", {})
+"""
+
+
+@pytest.mark.slow
+def test_a_build_killed_while_pip_runs_is_redone_by_the_next_one(tmp_path):
+    spec = make_spec(tmp_path / "repo", "six\n")
+    builder = VenvBuilder(spec, tmp_path / "state")
+    ref = builder.ref("small", environment_digest(spec, "small"))
+    killed = subprocess.Popen([sys.executable, "-c", KILLED_BUILD, str(spec.root / "mlops.yaml"),
+                               str(tmp_path / "state")])
+    while not (builder.path(ref) / "mlops-service-requirements.txt").exists() and killed.poll() is None:
+        time.sleep(0.05)
+    killed.kill()  # SIGKILL: its pip lives on, orphaned, and still holds the lock
+    killed.wait()
+    assert builder.build("small", {}) == ref and builder.builds == 1
+    assert run(builder.python(ref), "import six").returncode == 0
+
+
 @pytest.mark.slow
 def test_observe_reports_the_complete_venv(built):
     spec, builder, ref = built
@@ -105,6 +132,16 @@ def test_bad_requirement_fails_with_pips_message_and_leaves_nothing(tmp_path):
         builder.build("small", {})
     assert "No matching distribution" in str(error.value) or "not found" in str(error.value)
     assert list(builder.root.iterdir()) == [builder.root / ".lock"]
+
+
+@pytest.mark.slow
+def test_concurrent_builds_of_one_environment_build_it_once(tmp_path):
+    spec = make_spec(tmp_path / "repo", "six\n")
+    builders = [VenvBuilder(spec, tmp_path / "state") for _ in range(2)]
+    with ThreadPoolExecutor(2) as pool:
+        refs = list(pool.map(lambda builder: builder.build("small", {}), builders))
+    assert refs[0] == refs[1] and sum(b.builds for b in builders) == 1
+    assert run(builders[0].python(refs[0]), "import six").returncode == 0
 
 
 def test_digest_changes_exactly_when_the_requirements_text_does(tmp_path):
@@ -136,6 +173,15 @@ def test_a_plan_made_for_other_requirements_is_refused(tmp_path):
         VenvBuilder(spec, tmp_path / "state").build("small", {"digest": "sha256:" + "0" * 64})
 
 
+def test_a_conda_file_is_refused(tmp_path):
+    spec = make_spec(tmp_path / "repo", "six\n")
+    (tmp_path / "repo" / "conda.yaml").write_text("dependencies: [six]\n")
+    environment = dataclasses.replace(spec.environments["small"], conda_file="conda.yaml")
+    spec = dataclasses.replace(spec, environments={"small": environment})
+    with pytest.raises(BuildError, match="conda_file"):
+        VenvBuilder(spec, tmp_path / "state").build("small", {})
+
+
 def test_collect_garbage_keeps_only_the_given_complete_venvs(tmp_path):
     spec = make_spec(tmp_path / "repo", "six\n")
     builder = VenvBuilder(spec, tmp_path / "state")
@@ -144,5 +190,5 @@ def test_collect_garbage_keeps_only_the_given_complete_venvs(tmp_path):
         builder.path(ref).mkdir(parents=True)
         (builder.path(ref) / MARKER).write_text(json.dumps({}))
     builder.path(half).mkdir()
-    builder.collect_garbage({keep, half})
+    assert builder.collect_garbage({keep, half}) == [old]
     assert builder.built() == [keep] and not builder.path(half).exists()
