@@ -26,6 +26,9 @@ def write_atomic(path: Path, data: dict, mode: int = 0o600) -> None:
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         os.fchmod(fd, mode)
+        if path.exists():  # keep the owner a target gave the file (a container user must still read it)
+            owner = path.stat()
+            os.fchown(fd, owner.st_uid, owner.st_gid)
         with os.fdopen(fd, "w") as handle:
             json.dump(data, handle, indent=2)
             handle.flush()

@@ -36,7 +36,7 @@ def make_targets(spec: Spec, state_dir: Path) -> dict[str, Target]:
         elif target.type == "docker":
             from pipeline.targets.docker import DockerTarget
 
-            targets[name] = DockerTarget(target.name, target, state_dir)
+            targets[name] = DockerTarget(target.name, target, state_dir, project=spec.project_id())
         elif name in in_use:
             raise MlopsError(f"{spec.where(f'targets.{name}')}: target type '{target.type}' is not "
                              "supported by this version of mlops yet (use local or docker)")

@@ -210,13 +210,11 @@ class DockerTarget(LocalTarget):
         with self._engine_call(f"read the log of container {container.name}"):
             return container.logs(tail=lines).decode("utf-8", "replace")
 
-    def _reap_instances(self, known: list[dict]) -> None:
-        """Remove this project's containers that no record names (left by an interrupted apply)."""
+    def _orphan_instances(self, known: list[dict]) -> list[dict]:
+        """This project's containers that no record names (left by an interrupted apply), as instances."""
         ids = {record.get("container") for record in known}
-        for container in self._owned():
-            if container.id not in ids:
-                with self._engine_call(f"remove container {container.name}"):
-                    container.remove(force=True)
+        return [{"id": container.name, "container": container.id, "endpoint": container.labels.get("mlops.endpoint")}
+                for container in self._owned() if container.id not in ids]
 
     # -- deleting: containers first, then the records ----------------------------------------
 

@@ -152,9 +152,6 @@ class LocalTarget:
     def _instance_log(self, instance: dict, lines: int) -> str:
         return _tail(Path(instance["log"]), lines)
 
-    def _reap_instances(self, known: list[dict]) -> None:
-        """Nothing extra: local instances are processes, found by reap_orphans' process scan."""
-
     # -- records ---------------------------------------------------------------------------
 
     def _endpoint_dir(self, endpoint: str) -> Path:
@@ -291,7 +288,7 @@ class LocalTarget:
         if record:
             _stop([record.get("router", {})])
             (folder / "endpoint.json").unlink()
-        self._stop_instances([o for o in self._orphans() if o.get("endpoint") == endpoint], grace=5)
+        self._stop_orphans([o for o in self._orphans() if o.get("endpoint") == endpoint])
 
     def url(self, endpoint: str) -> str | None:
         record = _read(self._endpoint_dir(endpoint) / "endpoint.json")
@@ -421,11 +418,15 @@ class LocalTarget:
         for endpoint in self._endpoints():
             self._switch(endpoint)
         orphans = self._orphans()
+        self._stop_orphans(orphans)
+        return [o["pid"] for o in orphans if "pid" in o]
+
+    def _stop_orphans(self, orphans: list[dict]) -> None:
+        """Processes by pid, other instances (containers) the way this target stops them."""
         _stop([o for o in orphans if "pid" in o], grace=5)
-        self._reap_instances(self._records())
+        self._stop_instances([o for o in orphans if "pid" not in o], grace=5)
         if orphans:
             crash_point("orphans stopped")
-        return [o["pid"] for o in orphans if "pid" in o]
 
     def _orphans(self) -> list[dict]:
         """Processes started under this folder that no record names, with the endpoint they served."""
@@ -449,7 +450,7 @@ class LocalTarget:
         return (_read(path) or {}).get("endpoint") if path.suffix == ".json" else None
 
     def _orphan_instances(self, known: list[dict]) -> list[dict]:
-        """Nothing extra: local instances are processes, found by the process scan."""
+        """Unrecorded instances that are not processes on this machine (containers); none here."""
         return []
 
     def _records(self) -> list[dict]:
