@@ -44,6 +44,15 @@ def render(value: Scalar | Mapping[str, Scalar]) -> str:
     return text if _flow_safe(text, value) else json.dumps(text)
 
 
+def _in_style(value: Scalar, style: str | None) -> str:
+    """A replacement string keeps the quotes the file used for the value it replaces."""
+    if isinstance(value, str) and style == '"':
+        return json.dumps(value)
+    if isinstance(value, str) and style == "'":
+        return "'" + value.replace("'", "''") + "'"
+    return render(value)
+
+
 def _shared(root: yaml.Node) -> set[int]:
     """Ids of nodes reachable at more than one place (an anchor and its aliases): editing one edits all."""
     seen: set[int] = set()
@@ -96,7 +105,7 @@ class Editor:
             if depth == len(path) - 1:
                 if not isinstance(child, yaml.ScalarNode):
                     raise EditError(f"{'.'.join(path)} is not a single value; edit it by hand")
-                self._splice(child.start_mark.index, child.end_mark.index, render(value))
+                self._splice(child.start_mark.index, child.end_mark.index, _in_style(value, child.style))
             elif isinstance(child, yaml.ScalarNode) and child.tag == "tag:yaml.org,2002:null":
                 self._splice(child.start_mark.index, child.end_mark.index, render(self._nested(path[depth + 1:],
                                                                                             value)))

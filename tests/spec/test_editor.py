@@ -27,12 +27,14 @@ def changed_lines(before: str, after: str) -> list[tuple[str, str]]:
 
 
 def test_replacing_values_keeps_comments_quotes_and_alignment():
+    """A rollback's diff must show only the values it restores."""
     editor = Editor(TEXT)
     editor.set(("endpoints", "iris", "traffic", "blue"), 100)
     editor.set(("endpoints", "iris", "deployments", "blue", "model"), "iris-classifier:1")
     assert changed_lines(TEXT, editor.text) == [
         ("    traffic: {blue: 90, green: 10}   # canary", "    traffic: {blue: 100, green: 10}   # canary"),
-        ('        model: "iris-classifier"     # quoted on purpose', "        model: iris-classifier:1     # quoted on purpose"),
+        ('        model: "iris-classifier"     # quoted on purpose',
+         '        model: "iris-classifier:1"     # quoted on purpose'),
     ]
 
 
