@@ -108,3 +108,12 @@ def test_rollback_that_cannot_be_valid_is_refused_and_nothing_written(tmp_path):
     assert "would make mlops.yaml invalid" in result.output and "add up to 50" in result.output
     assert "'red' served iris:1" in result.output
     assert (tmp_path / "mlops.yaml").read_text() == SPEC
+
+
+def test_rollback_restores_the_mirror_served_then(tmp_path):
+    served = {"iris/blue": {"model": "iris:1", "traffic": 100, "mirror": 0},
+              "iris/green": {"model": "iris:1", "traffic": 0, "mirror": 10}}
+    result = rollback(tmp_path, SPEC, served, "--write")
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "mlops.yaml").read_text()
+    assert "traffic: {blue: 100, green: 0}" in text and "    mirror_traffic: {green: 10}\n" in text
