@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 from pathlib import Path
 
@@ -11,12 +12,19 @@ from pipeline.cli.context import App, pass_app
 from pipeline.errors import MlopsError, ReferenceNotFound
 
 
+def _unknown(kind: str, name: str, known, where: str) -> ReferenceNotFound:
+    """'no endpoint 'irs' in mlops.yaml; did you mean 'iris'?' (difflib), or the names there are."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    hint = f"did you mean '{close[0]}'?" if close else f"{kind}s: {', '.join(sorted(known)) or 'none'}"
+    return ReferenceNotFound(f"no {kind} '{name}' in {where}; {hint}")
+
+
 def _endpoint_target(app: App, name: str):
     from pipeline.cli.wiring import make_targets
 
     spec = app.spec()
     if name not in spec.endpoints:
-        raise ReferenceNotFound(f"no endpoint '{name}' in {app.file} (endpoints: {', '.join(spec.endpoints)})")
+        raise _unknown("endpoint", name, spec.endpoints, app.file)
     return make_targets(spec, app.state_dir())[spec.endpoints[name].target]
 
 
@@ -69,6 +77,8 @@ def score(app: App, name: str, data: str | None, body_file: Path | None, deploym
         raise MlopsError("give the request body with exactly one of --data or --file")
     body = data if data is not None else body_file.read_text()
     target = _endpoint_target(app, name)
+    if deployment and deployment not in app.spec().endpoints[name].deployments:  # the router would say only '?'
+        raise _unknown("deployment", deployment, app.spec().endpoints[name].deployments, f"endpoint '{name}'")
     url = target.url(name)
     if url is None:
         raise MlopsError(f"endpoint '{name}' is not deployed; run mlops apply")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import sys
 from importlib import resources
 from pathlib import Path
@@ -12,6 +14,9 @@ import click
 from pipeline.errors import MlopsError
 
 GITIGNORE_ENTRY = ".mlops/"
+# Written beside mlops.yaml, whose first line points the YAML language server at it by a relative
+# path: it works offline, matches the mlops that scaffolded the repository, and is versioned with it.
+SCHEMA_FILE = "mlops.schema.json"
 
 
 def _templates():
@@ -54,7 +59,16 @@ def init(directory: Path) -> None:
                 handle.write("\n")
             handle.write(f"{GITIGNORE_ENTRY}\n")
         click.echo("  updated .gitignore (ignores .mlops/)")
-    click.echo(f"Next: cd {directory} && mlops validate && mlops plan")
+    schema_file = directory / SCHEMA_FILE
+    if schema_file.exists():
+        click.echo(f"  skipped {SCHEMA_FILE} (exists; refresh it with mlops schema > {SCHEMA_FILE})")
+    else:
+        from pipeline.spec.schema import schema
+
+        schema_file.write_text(json.dumps(schema(), indent=2) + "\n")  # what `mlops schema` prints
+        click.echo(f"  created {SCHEMA_FILE}")
+    enter = "" if directory.resolve() == Path.cwd().resolve() else f"cd {shlex.quote(str(directory))} && "
+    click.echo(f"Next: {enter}mlops validate && mlops plan")
 
 
 def _pull_request_number() -> int | None:

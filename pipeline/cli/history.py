@@ -2,23 +2,23 @@
 
 Rollback never changes live state behind git's back: it prints (or, with ``--write``, makes in
 the working tree) the mlops.yaml change that pins the models and traffic of a ledger entry, to be
-committed, reviewed and merged like any change. Values are replaced at their exact positions in
-the file, so comments and formatting stay as they are.
+committed, reviewed and merged like any change. The spec editor changes values at their exact
+positions, so comments and formatting stay; the loader checks the result before it is shown.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
-import re
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
+from pipeline.apply.ledger import Entry
 from pipeline.cli.context import App, pass_app
-from pipeline.errors import ReferenceNotFound
-
-_PLAIN_SCALAR_END = re.compile(r"\s*(#.*)?$|[,}\]]")
+from pipeline.errors import MlopsError, ReferenceNotFound, SpecError
+from pipeline.spec.editor import Editor
 
 
 def _ledger(app: App):
@@ -48,51 +48,94 @@ def history(app: App, endpoint: str | None, fmt: str) -> None:
                 click.echo(f"    {key:<24} {served.get('model'):<28} traffic {served.get('traffic', 0)}%{mirror}")
 
 
-def _replace_scalar(lines: list[str], line: int, column: int, value: str) -> None:
-    """Replace the YAML scalar that starts at (line, column) — 1-based — keeping the rest of the line."""
-    text = lines[line - 1]
-    start = column - 1
-    if text[start] in "\"'":
-        end = text.index(text[start], start + 1) + 1
-    else:
-        match = _PLAIN_SCALAR_END.search(text, start)
-        end = match.start() if match else len(text)
-    lines[line - 1] = text[:start] + value + text[end:]
+_MIN_SHA = 4  # git's shortest abbreviation; shorter digits are only ever entry numbers
 
 
-def rollback_text(spec, text: str, entry, endpoint: str) -> tuple[str, list[str]]:
-    """The mlops.yaml text that restores ``entry`` for ``endpoint``, and what could not be restored."""
-    lines = text.split("\n")
-    notes = []
+def _git_commit(root: Path) -> Callable[[str], str | None]:
+    """A lookup of a SHA prefix in the repository holding ``root`` (None outside git)."""
+    import git
+
+    try:
+        repo = git.Repo(root, search_parent_directories=True)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        repo = None
+
+    def lookup(reference: str) -> str | None:
+        if repo is None:
+            return None
+        try:
+            return repo.git.rev_parse("--verify", "--quiet", f"{reference}^{{commit}}")
+        except git.GitCommandError:  # unknown or ambiguous
+            return None
+
+    return lookup
+
+
+def resolve_reference(reference: str, entries: list[Entry], endpoint: str,
+                      commit_of: Callable[[str], str | None]) -> Entry:
+    """The ledger entry ``reference`` means: ``entry:N``, ``commit:SHA``, or a bare one.
+
+    A bare reference is read as a commit first when it is a SHA prefix of a commit in the ledger or
+    the repository; if it is also an entry number it is refused naming both meanings.
+    """
+    kind, _, value = reference.partition(":") if ":" in reference else ("", "", reference)
+    if kind not in ("", "entry", "commit"):
+        raise ReferenceNotFound(f"'{reference}' is neither entry:N nor commit:SHA")
+    by_id = ({e.id: e for e in entries}.get(int(value)) if value.isdigit() and kind != "commit" else None)
+    sha = None
+    if kind != "entry" and len(value) >= _MIN_SHA and all(c in "0123456789abcdefABCDEF" for c in value):
+        applied = {e.commit for e in entries if e.commit and e.commit.startswith(value.lower())}
+        if len(applied) > 1:
+            raise ReferenceNotFound(f"commit prefix '{value}' matches {len(applied)} applied commits; give more digits")
+        sha = next(iter(applied), None) or commit_of(value)
+    if kind == "entry" or (kind == "" and sha is None):
+        if by_id is None:
+            raise ReferenceNotFound(f"no ledger entry or commit '{reference}'; see mlops history {endpoint}")
+        return by_id
+    if kind == "" and by_id is not None:
+        raise ReferenceNotFound(f"'{reference}' is both ledger entry #{by_id.id} and commit {sha[:12]}; "
+                                f"say --to entry:{value} or --to commit:{value}")
+    if sha is None:
+        raise ReferenceNotFound(f"no commit '{value}' in the ledger or the repository")
+    served = [e for e in entries if e.commit == sha and e.outcome == "ok" and endpoint in e.endpoints()]
+    if not served:
+        raise ReferenceNotFound(f"commit {sha[:12]} was never applied to endpoint '{endpoint}'; "
+                                f"see mlops history {endpoint}")
+    return served[-1]
+
+
+def rollback_edits(spec, entry: Entry, endpoint: str) -> tuple[list[tuple[tuple[str, ...], object]], list[str]]:
+    """The (path, value) edits that make ``endpoint`` serve what ``entry`` recorded, and notes for the user.
+
+    Models are pinned to the versions served then, and traffic and mirror percentages set to what
+    they were; deployments that did not exist then get 0 %, so the split still adds up.
+    """
     desired = spec.endpoints[endpoint]
     served = {key.split("/", 1)[1]: value for key, value in entry.served.items() if key.startswith(f"{endpoint}/")}
-    edits = []
-    for deployment, then in served.items():
+    base = ("endpoints", endpoint)
+    edits, notes = [], []
+    for deployment, then in sorted(served.items()):
         if deployment not in desired.deployments:
-            notes.append(f"deployment '{deployment}' served {then['model']} then but is no longer in the file; "
-                         "add it back by hand")
+            notes.append(f"deployment '{deployment}' served {then['model']} at entry #{entry.id} but is no longer "
+                         f"in {spec.file}; add it back by hand")
             continue
         if str(desired.deployments[deployment].model) != then["model"]:
-            edits.append((f"endpoints.{endpoint}.deployments.{deployment}.model", then["model"]))
-        if desired.traffic.get(deployment, 0) != then.get("traffic", 0):
-            if f"endpoints.{endpoint}.traffic.{deployment}" in spec.value_positions:
-                edits.append((f"endpoints.{endpoint}.traffic.{deployment}", str(then.get("traffic", 0))))
-            else:
-                notes.append(f"set traffic of '{deployment}' to {then.get('traffic', 0)}% by hand")
-    for deployment in desired.deployments:
-        if deployment not in served:
-            notes.append(f"deployment '{deployment}' did not exist then; remove it or set its traffic to 0")
-    # right to left within a line, so earlier columns stay valid
-    for path, value in sorted(edits, key=lambda e: spec.value_positions[e[0]], reverse=True):
-        line, column = spec.value_positions[path]
-        _replace_scalar(lines, line, column, value)
-    return "\n".join(lines), notes
+            edits.append((base + ("deployments", deployment, "model"), then["model"]))
+    for deployment in sorted(desired.deployments):
+        then = served.get(deployment, {})
+        if not then and (desired.traffic.get(deployment) or desired.mirror_traffic.get(deployment)):
+            notes.append(f"deployment '{deployment}' did not exist at entry #{entry.id}; its traffic is set to 0")
+        for field, now, was in (("traffic", desired.traffic, then.get("traffic", 0)),
+                                ("mirror_traffic", desired.mirror_traffic, then.get("mirror", 0))):
+            if now.get(deployment, 0) != was:
+                edits.append((base + (field, deployment), was))
+    return edits, notes
 
 
 @click.command()
 @click.argument("endpoint")
-@click.option("--to", "reference", required=True, metavar="ENTRY|COMMIT",
-              help="A ledger entry number (see mlops history) or a commit SHA (prefix).")
+@click.option("--to", "reference", required=True, metavar="N|SHA|entry:N|commit:SHA",
+              help="A ledger entry number (see mlops history) or a commit SHA (prefix, 4+ digits).")
 @click.option("--write", is_flag=True, help="Apply the change to mlops.yaml in the working tree.")
 @pass_app
 def rollback(app: App, endpoint: str, reference: str, write: bool) -> None:
@@ -100,13 +143,18 @@ def rollback(app: App, endpoint: str, reference: str, write: bool) -> None:
     spec = app.spec()
     if endpoint not in spec.endpoints:
         raise ReferenceNotFound(f"no endpoint '{endpoint}' in {app.file}")
-    entry = _ledger(app).find(reference)
-    if entry is None or endpoint not in entry.endpoints():
-        raise ReferenceNotFound(f"no ledger entry '{reference}' for endpoint '{endpoint}'; "
+    entry = resolve_reference(reference, _ledger(app).entries(), endpoint, _git_commit(spec.root))
+    if endpoint not in entry.endpoints():
+        raise ReferenceNotFound(f"ledger entry #{entry.id} did not serve endpoint '{endpoint}'; "
                                 f"see mlops history {endpoint}")
     path = Path(app.file)
     text = path.read_text()
-    new_text, notes = rollback_text(spec, text, entry, endpoint)
+    edits, notes = rollback_edits(spec, entry, endpoint)
+    editor = Editor(text)
+    for field, value in edits:
+        editor.set(field, value)
+    new_text = editor.text
+    _check(path, new_text, entry, notes)
     diff = "".join(difflib.unified_diff(text.splitlines(True), new_text.splitlines(True),
                                         f"a/{path.name}", f"b/{path.name}"))
     for note in notes:
@@ -120,6 +168,19 @@ def rollback(app: App, endpoint: str, reference: str, write: bool) -> None:
         click.echo(f"Wrote {app.file}; commit it and open a pull request to roll back.", err=True)
     else:
         click.echo("Run again with --write to change mlops.yaml, then commit and merge it.", err=True)
+
+
+def _check(path: Path, text: str, entry: Entry, notes: list[str]) -> None:
+    """Refuse a rolled-back file the loader rejects: mlops never writes an invalid mlops.yaml."""
+    from pipeline.spec.loader import load
+
+    try:
+        load(path, text=text, name=f"{path.name} (rolled back)")
+    except SpecError as error:
+        why = "".join(f"\n  {problem}" for problem in error.problems)
+        hints = "".join(f"\n  note: {note}" for note in notes)
+        raise MlopsError(f"rolling back to entry #{entry.id} would make {path.name} invalid; "
+                         f"nothing written:{why}{hints}") from None
 
 
 COMMANDS = [history, rollback]

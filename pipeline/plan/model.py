@@ -24,6 +24,28 @@ WAVE_NAMES = {1: "register model versions", 2: "build environment images", 3: "d
 SYMBOLS = {"create": "+", "update": "~", "replace": "±", "delete": "-", "noop": " "}
 
 
+# What an unset compared field means; normalize() fills it in, so "unset" and "default" never differ.
+FIELD_DEFAULTS: dict[str, Any] = {"traffic": {}, "mirror_traffic": {}, "auth_mode": "key", "instance_count": 1}
+_WEIGHTS = ("traffic", "mirror_traffic")
+
+
+def normalize(name: str, value: Any) -> Any:
+    """The canonical form of a compared field, applied to desired and observed values alike."""
+    if value is None:
+        value = FIELD_DEFAULTS.get(name)
+    if name in _WEIGHTS:  # a 0 % share is the same as no share
+        return {key: weight for key, weight in sorted(value.items()) if weight}
+    return value
+
+
+def changed_fields(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> list[tuple[str, Any, Any]]:
+    """(field, old, new) for every field whose normalized values differ, by field name."""
+    before, after = before or {}, after or {}
+    pairs = ((key, normalize(key, before.get(key)), normalize(key, after.get(key)))
+             for key in sorted(set(before) | set(after)))
+    return [(key, old, new) for key, old, new in pairs if old != new]
+
+
 def image_ref(environment: str, digest: str, repository: str | None = None) -> str:
     """The content-hash tag of an environment image: ``[repo/]mlops-env-<env>:<12 hex>``."""
     tag = digest.split(":", 1)[-1][:12]
@@ -71,14 +93,16 @@ class Plan:
         return bool(self.changes)
 
     def counts(self) -> dict[str, int]:
-        """Terraform's three numbers; a replacement counts as a change."""
+        """Terraform's three numbers (a replacement counts as a change), and what is kept unmanaged."""
         add = sum(1 for s in self.changes if s.action == "create")
         destroy = sum(1 for s in self.changes if s.action == "delete")
-        return {"add": add, "change": len(self.changes) - add - destroy, "destroy": destroy}
+        kept = sum(1 for s in self.steps if s.kind == "keep")
+        return {"add": add, "change": len(self.changes) - add - destroy, "destroy": destroy, "kept": kept}
 
     def summary(self) -> str:
         counts = self.counts()
-        return f"Plan: {counts['add']} to add, {counts['change']} to change, {counts['destroy']} to destroy."
+        kept = f", {counts['kept']} kept" if counts["kept"] else ""
+        return f"Plan: {counts['add']} to add, {counts['change']} to change, {counts['destroy']} to destroy{kept}."
 
     def to_dict(self) -> dict[str, Any]:
         return {"format_version": self.format_version, "created": self.created, "spec_digest": self.spec_digest,

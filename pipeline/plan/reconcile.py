@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from pipeline.errors import ReferenceNotFound
-from pipeline.plan.model import Plan, Step, image_ref
+from pipeline.plan.model import Plan, Step, changed_fields, image_ref, normalize
 from pipeline.spec.model import Deployment, Endpoint, Spec
 from pipeline.state import RUNNING, Actual, ObservedDeployment
 from pipeline.targets.base import settings_digest
@@ -32,10 +32,6 @@ class _Resolved:
 
 def _short(digest: str) -> str:
     return digest.split(":", 1)[-1][:12]
-
-
-def _live(weights) -> dict[str, int]:
-    return {name: weight for name, weight in sorted(weights.items()) if weight}
 
 
 class _Planner:
@@ -111,7 +107,7 @@ class _Planner:
                                    after={"target": endpoint.target, "auth_mode": endpoint.auth_mode}, data=data))
             return f"endpoint:{endpoint.name}"
         changes = {}
-        if observed.auth_mode != endpoint.auth_mode:
+        if normalize("auth_mode", observed.auth_mode) != normalize("auth_mode", endpoint.auth_mode):
             changes["auth_mode"] = (observed.auth_mode, endpoint.auth_mode)
         if observed.status != RUNNING:
             changes["status"] = (observed.status, RUNNING)
@@ -147,7 +143,7 @@ class _Planner:
             return
         have = {"model": observed.model, "image": observed.image, "instance_count": observed.instance_count,
                 "settings": observed.settings_digest}
-        changed = [field for field in wanted if have[field] != wanted[field]]
+        changed = [field for field in wanted if normalize(field, have[field]) != normalize(field, wanted[field])]
         drift = self._drift(observed)
         if not changed and not drift:
             return
@@ -173,10 +169,12 @@ class _Planner:
 
     def traffic(self, endpoint: Endpoint, created: bool) -> None:
         observed = self.actual.endpoints.get(endpoint.name)
-        want = {"traffic": _live(endpoint.traffic), "mirror_traffic": _live(endpoint.mirror_traffic)}
-        have = ({"traffic": _live(observed.traffic), "mirror_traffic": _live(observed.mirror_traffic)}
+        want = {"traffic": normalize("traffic", endpoint.traffic),
+                "mirror_traffic": normalize("mirror_traffic", endpoint.mirror_traffic)}
+        have = ({"traffic": normalize("traffic", observed.traffic),
+                 "mirror_traffic": normalize("mirror_traffic", observed.mirror_traffic)}
                 if observed is not None and not created else None)
-        if have == want:
+        if have is not None and not changed_fields(have, want):
             return
         split = ", ".join(f"{d} {p}%" for d, p in want["traffic"].items()) or "no live traffic"
         self.steps.append(Step(

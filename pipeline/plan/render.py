@@ -5,10 +5,10 @@ They read only the ``Plan`` value, never the world.
 
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping
 from itertools import groupby
 
-from pipeline.plan.model import WAVE_NAMES, Plan, Step
+from pipeline.plan.model import WAVE_NAMES, Plan, Step, changed_fields, normalize
 
 MARKER = "<!-- mlops-plan -->"
 NO_CHANGES = "No changes. The deployed state matches mlops.yaml."
@@ -19,10 +19,26 @@ def _paint(text: str, symbol: str, color: bool) -> str:
     return f"\033[{_COLORS[symbol]}m{text}\033[0m" if color else text
 
 
-def _changed_fields(step: Step) -> list[tuple[str, object, object]]:
-    before, after = step.before or {}, step.after or {}
-    return [(key, before.get(key), after.get(key)) for key in sorted(set(before) | set(after))
-            if before.get(key) != after.get(key)]
+def format_value(value: object) -> str:
+    """A value as mlops.yaml would spell it (``{blue: 90, green: 10}``, ``true``), never Python repr."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k}: {format_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(format_value(v) for v in value) + "]"
+    return str(value)
+
+
+def _details(step: Step) -> list[str]:
+    """Changed fields as ``field: old → new`` for updates; the fields themselves for the other steps."""
+    if step.action in ("update", "replace"):
+        return [f"{key}: {format_value(old)} → {format_value(new)}" for key, old, new in changed_fields(
+            step.before, step.after)]
+    values = step.after if step.after is not None else step.before
+    return [f"{key}: {format_value(normalize(key, value))}" for key, value in sorted((values or {}).items())]
 
 
 def render_text(plan: Plan, color: bool = False) -> str:
@@ -35,17 +51,10 @@ def render_text(plan: Plan, color: bool = False) -> str:
             lines.append(_paint(f"  {step.symbol} {step.kind:<8} {step.address}", step.symbol, color)
                          + f"  ({step.reason})")
             if step.action in ("update", "replace"):
-                for key, old, new in _changed_fields(step):
-                    lines.append(f"        {key}: {_value(old)} → {_value(new)}")
+                lines += [f"        {line}" for line in _details(step)]
     lines.append("")
-    lines.append(plan.summary() if plan.has_changes else NO_CHANGES)
+    lines.append(plan.summary())
     return "\n".join(lines)
-
-
-def _value(value: object) -> str:
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {_value(v)}" for k, v in value.items()) + "}"
-    return "none" if value is None else str(value)
 
 
 def render_json(plan: Plan) -> str:
@@ -55,7 +64,7 @@ def render_json(plan: Plan) -> str:
 def render_markdown(plan: Plan) -> str:
     """A pull-request comment: hidden marker, summary table, then each step with its details."""
     lines = [MARKER, "### mlops plan", ""]
-    if not plan.has_changes:
+    if not plan.steps:
         lines.append(f"✅ {NO_CHANGES}")
     else:
         lines.append(f"**{plan.summary()}**")
@@ -72,11 +81,10 @@ def render_markdown(plan: Plan) -> str:
         lines.append(f"#### {WAVE_NAMES[wave].capitalize()}")
         for step in steps:
             lines.append(f"- `{step.symbol}` **{step.kind}** `{step.address}`: {step.reason}")
-            if step.before or step.after:
-                lines += ["  <details><summary>before → after</summary>", "", "  ```json",
-                          *("  " + line for line in json.dumps({"before": step.before, "after": step.after},
-                                                               indent=2, sort_keys=True).splitlines()),
-                          "  ```", "  </details>"]
+            details = _details(step)
+            if details:
+                lines += ["  <details><summary>before → after</summary>", "", "  ```",
+                          *(f"  {line}" for line in details), "  ```", "  </details>"]
         lines.append("")
     lines.append(f"<sub>state {plan.state_digest[:19]} · spec {plan.spec_digest[:19]} · {plan.created}</sub>")
     return "\n".join(lines) + "\n"

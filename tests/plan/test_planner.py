@@ -188,3 +188,33 @@ def test_markdown_for_a_fixed_plan_matches_the_expected_file(spec):
                      created="2026-01-01T00:00:00+00:00")
     expected = Path(__file__).parent / "expected" / "plan.md"
     assert render_markdown(plan) == expected.read_text()
+
+
+def test_new_endpoint_shows_no_default_mirror_traffic_as_a_change(spec):
+    """Every plan of a new endpoint used to show the noise 'mirror_traffic: none → {}'."""
+    actual = Actual(models={"iris": RegisteredModel("iris", {1: D1})}, model_contents={"iris": D1},
+                    environment_digests={"docker": {"sk": ENV}})
+    text = render_text(reconcile(spec, actual))
+    assert "mirror_traffic" not in text and "traffic: {} → {blue: 90, green: 10}" in text
+
+
+def test_observed_unset_mirror_and_zero_shares_equal_the_default(spec):
+    endpoints = dict(converged(spec).endpoints)
+    endpoints["web"] = ObservedEndpoint("web", "local", traffic={"blue": 90, "green": 10, "gone": 0},
+                                        mirror_traffic=None)
+    assert reconcile(spec, converged(spec, endpoints=endpoints)).steps == ()
+
+
+def test_markdown_shows_values_as_yaml_not_python(spec):
+    endpoints = dict(converged(spec).endpoints)
+    endpoints["web"] = ObservedEndpoint("web", "local", traffic={"blue": 100})
+    markdown = render_markdown(reconcile(spec, converged(spec, endpoints=endpoints)))
+    assert "traffic: {blue: 100} → {blue: 90, green: 10}" in markdown and "'blue'" not in markdown
+
+
+def test_kept_deployments_are_counted_in_the_summary(spec):
+    deployments = dict(converged(spec).deployments)
+    deployments["web/stray"] = observed(spec, "web/blue", "iris:1", name="stray")
+    plan = reconcile(spec, converged(spec, deployments=deployments))
+    assert plan.counts()["kept"] == 1 and plan.summary().endswith("0 to destroy, 1 kept.")
+    assert "**Plan: 0 to add, 0 to change, 0 to destroy, 1 kept.**" in render_markdown(plan)
