@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from pipeline.apply.journal import Journal
@@ -33,6 +34,10 @@ Progress = Callable[[Any, str, str], None]  # (step, "start" | "done" | "failed"
 class Builder(Protocol):
     def build(self, environment: str, step_data: Mapping[str, Any]) -> str:
         """Build the image a build step describes; returns the image reference."""
+        ...
+
+    def interpreter(self, ref: str) -> Path | None:
+        """The Python a built environment runs (a venv), or None for an image."""
         ...
 
 
@@ -145,7 +150,9 @@ class Executor:
         request = DeployRequest(
             endpoint=endpoint, deployment=deployment, model=model,
             environment_variables=resolve_variables(deployment.environment_variables, where),
-            image=step.data.get("image"), settings_digest=settings_digest(endpoint, deployment))
+            image=step.data.get("image"), settings_digest=settings_digest(endpoint, deployment),
+            interpreter=self.builder.interpreter(step.data["image"]) if self.builder and step.data.get("image")
+            else None)
         target = self.targets[endpoint.target]
         target.ensure_endpoint(endpoint)
         # protected before it serves: a crash from here on leaves it undeletable, never unprotected

@@ -35,6 +35,7 @@ from pathlib import Path
 import pipeline
 from pipeline.build import service_requirements
 from pipeline.errors import BuildError
+from pipeline.plan.model import venv_ref
 from pipeline.spec.model import Spec
 
 ENVS_DIR = "envs"
@@ -153,7 +154,7 @@ class VenvBuilder:
 
     def ref(self, name: str, digest: str) -> str:
         """``venv:<env>:<12 hex>``: stable for one content, shown in plans."""
-        return f"{REF_PREFIX}{name}:{digest.split(':', 1)[-1][:12]}"
+        return venv_ref(name, digest)
 
     def path(self, ref: str) -> Path:
         """The folder of the venv a ref names (built or not)."""

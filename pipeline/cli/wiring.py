@@ -63,13 +63,55 @@ def observe(spec: Spec, registry, targets: dict[str, Target], builder=None) -> A
                   images=images, endpoints=endpoints, deployments=deployments)
 
 
-def make_builder(spec: Spec, state_dir: Path):
-    """The image builder, only when some endpoint runs on a target that needs images."""
-    if not any(spec.targets[spec.endpoints[e].target].type != "local" for e in spec.endpoints):
-        return None
-    from pipeline.build import ImageBuilder
+class Builders:
+    """The environment builders in use, one per kind: venvs for the local target, images for the others."""
 
-    return ImageBuilder(spec, state_dir)
+    def __init__(self, venvs=None, images=None):
+        self.venvs, self.images = venvs, images
+
+    def observe(self, spec: Spec) -> tuple[dict, frozenset]:
+        digests, built = {}, frozenset()
+        for builder in (self.venvs, self.images):
+            if builder is not None:
+                found, refs = builder.observe(spec)
+                digests.update(found)
+                built |= refs
+        return digests, built
+
+    def build(self, environment: str, data) -> str:
+        builder = self.venvs if data.get("target_type") == "local" else self.images
+        if builder is None:
+            raise MlopsError(f"no builder for environment '{environment}' on a {data.get('target_type')} target")
+        return builder.build(environment, data)
+
+    def interpreter(self, ref: str) -> Path | None:
+        """The Python of a built venv; None for an image reference."""
+        if self.venvs is None:
+            return None
+        try:
+            return self.venvs.python(ref)
+        except ValueError:
+            return None
+
+
+def make_builder(spec: Spec, state_dir: Path, progress=None):
+    """The builders the file needs: venvs when a local deployment names an environment, images when
+    some endpoint runs on a target that needs them (none at all: None)."""
+    local = any(spec.targets[e.target].type == "local" and any(d.environment for d in e.deployments.values())
+                for e in spec.endpoints.values())
+    images = any(spec.targets[e.target].type != "local" for e in spec.endpoints.values())
+    if not local and not images:
+        return None
+    venvs = image_builder = None
+    if local:
+        from pipeline.build.venvs import VenvBuilder
+
+        venvs = VenvBuilder(spec, state_dir, progress=progress)
+    if images:
+        from pipeline.build import ImageBuilder
+
+        image_builder = ImageBuilder(spec, state_dir)
+    return Builders(venvs, image_builder)
 
 
 def served(spec: Spec, targets: dict[str, Target]) -> dict[str, dict]:

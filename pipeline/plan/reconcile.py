@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from pipeline.errors import ReferenceNotFound
-from pipeline.plan.model import Plan, Step, changed_fields, image_ref, normalize
+from pipeline.plan.model import Plan, Step, changed_fields, image_ref, normalize, venv_ref
 from pipeline.spec.model import Deployment, Endpoint, Spec
 from pipeline.state import RUNNING, Actual, ObservedDeployment
 from pipeline.targets.base import settings_digest
@@ -78,17 +78,19 @@ class _Planner:
     def image(self, endpoint: Endpoint, deployment: Deployment) -> tuple[str | None, str | None]:
         """(image reference, id of the build step that makes it) for targets that run images."""
         target = self.spec.targets[endpoint.target]
-        if target.type not in BUILDING_TARGETS or deployment.environment is None:
+        if deployment.environment is None or target.type not in (*BUILDING_TARGETS, "local"):
             return None, None
         digest = self.actual.environment_digests.get(target.type, {}).get(deployment.environment, "")
-        ref = image_ref(deployment.environment, digest, target.image_repository)
+        ref = (venv_ref(deployment.environment, digest) if target.type == "local"
+               else image_ref(deployment.environment, digest, target.image_repository))
         if ref in self.actual.images:
             return ref, None
         step_id = f"build:{ref}"
         if step_id not in self.builds:
             self.builds[step_id] = Step(
                 id=step_id, kind="build", action="create", address=f"image.{ref}",
-                reason=f"environment {deployment.environment} (digest {_short(digest)}) has no image yet",
+                reason=f"environment {deployment.environment} (digest {_short(digest)}) has no "
+                       f"{'virtual environment' if target.type == 'local' else 'image'} yet",
                 after={"image": ref},
                 data={"environment": deployment.environment, "image": ref, "digest": digest,
                       "target_type": target.type, "repository": target.image_repository,
@@ -138,7 +140,9 @@ class _Planner:
         observed = self.actual.deployments.get(key)
         if observed is None or observed.target != endpoint.target:
             self.steps.append(Step(id=f"deploy:{key}", kind="deploy", action="create", address=f"deployment.{key}",
-                                   reason=f"new deployment of {resolved.model}", after=wanted, data=data,
+                                   reason=f"new deployment of {resolved.model}"
+                                   + self._runtime_note(endpoint, deployment),
+                                   after=wanted, data=data,
                                    depends_on=depends))
             return
         have = {"model": observed.model, "image": observed.image, "instance_count": observed.instance_count,
@@ -157,6 +161,12 @@ class _Planner:
         self.steps.append(Step(id=f"update:{key}", kind="update", action="replace", address=f"deployment.{key}",
                                reason="; ".join(reasons), before={f: have[f] for f in changed},
                                after={f: wanted[f] for f in changed}, data=data, depends_on=depends))
+
+    def _runtime_note(self, endpoint: Endpoint, deployment: Deployment) -> str:
+        """Say where a local deployment without an environment runs: beside mlops, in its Python."""
+        if deployment.environment is None and self.spec.targets[endpoint.target].type == "local":
+            return " (no environment: it runs in the Python that runs mlops)"
+        return ""
 
     @staticmethod
     def _drift(observed: ObservedDeployment) -> str:

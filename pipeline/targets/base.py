@@ -42,8 +42,9 @@ class DeployRequest:
     deployment: Deployment
     model: ResolvedModel
     environment_variables: Mapping[str, str] = field(default_factory=dict)  # secrets resolved
-    image: str | None = None  # built image for targets that run images
+    image: str | None = None  # built image (or venv) for targets that run one
     settings_digest: str = ""
+    interpreter: Path | None = None  # local target: the environment's Python (None: the one running mlops)
 
 
 def settings_digest(endpoint: Endpoint, deployment: Deployment) -> str:

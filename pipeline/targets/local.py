@@ -67,9 +67,11 @@ def _write(path: Path, data: dict) -> None:
     crash_point(f"record {path.parent.name}/{path.name}")
 
 
-def _inherited_environment() -> dict[str, str]:
-    """This process's environment without fault-injection settings (they are meant for mlops itself)."""
-    return {key: value for key, value in os.environ.items() if not key.startswith("MLOPS_CRASH_")}
+def _inherited_environment(isolated: bool = False) -> dict[str, str]:
+    """This process's environment without fault-injection settings (they are meant for mlops itself),
+    and without PYTHONPATH for a process ``isolated`` in its own venv."""
+    return {key: value for key, value in os.environ.items()
+            if not key.startswith("MLOPS_CRASH_") and not (isolated and key == "PYTHONPATH")}
 
 
 def _read_text(path: Path) -> str | None:
@@ -345,13 +347,18 @@ class LocalTarget:
 
     # -- deployments -----------------------------------------------------------------------
 
-    def _spawn(self, command: list[str], log_path: Path, env: Mapping[str, str] | None = None) -> dict:
-        """Start a detached process (its own session: it outlives mlops) logging to ``log_path``."""
+    def _spawn(self, command: list[str], log_path: Path, env: Mapping[str, str] | None = None,
+               isolated: bool = False) -> dict:
+        """Start a detached process (its own session: it outlives mlops) logging to ``log_path``.
+
+        ``isolated``: it runs in an environment's venv, so mlops's own PYTHONPATH is not passed on.
+        """
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log:
             process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, close_fds=True, env={**_inherited_environment(), **(env or {})})
+                start_new_session=True, close_fds=True,
+                env={**_inherited_environment(isolated), **(env or {})})
         return {"pid": process.pid, "create_time": psutil.Process(process.pid).create_time(),
                 "command": command, "log": str(log_path), "started": _now()}
 
@@ -387,8 +394,10 @@ class LocalTarget:
                                data_dir=self.data_dir, host=HOST)
         config_path = self.root / "instances" / f"{instance}.json"
         _write(config_path, config)
-        record = self._spawn([sys.executable, "-m", "pipeline.server", "--config", str(config_path)],
-                             self.root / "logs" / f"{instance}.log", request.environment_variables)
+        python = str(request.interpreter or sys.executable)
+        record = self._spawn([python, "-m", "pipeline.server", "--config", str(config_path)],
+                             self.root / "logs" / f"{instance}.log", request.environment_variables,
+                             isolated=request.interpreter is not None)
         return {**record, "id": instance, "port": port, "config": str(config_path)}
 
     def _await(self, instance: dict, probe: Probe) -> str:
