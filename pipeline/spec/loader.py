@@ -51,8 +51,9 @@ def load(path: Path, text: str | bytes | None = None, name: str | None = None) -
         elif not isinstance(source.data, dict):
             found.append(((1, 1), "the top level must be a mapping of keys like version, models, endpoints"))
         else:
-            found.extend(schema.validate(source))
-            found.extend(checks.check(source, path.parent))
+            problems, accepted = schema.validate(source)
+            found.extend(problems)
+            found.extend(checks.check(source, path.parent, accepted))
     if found:
         raise SpecError([Problem(name, line, column, message) for (line, column), message in found])
     return _build(source, path.parent, name)
