@@ -253,8 +253,8 @@ class _Builder:
             return self.loader.construct_object(node, deep=True)
         except yaml.MarkedYAMLError as error:
             self.source.problems.append(_yaml_problem(error))
-        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as error:
-            # PyYAML's constructors fail with plain exceptions on values such as 2001-13-45 or a
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError) as error:
+            # PyYAML's constructors fail with plain exceptions on values such as 2001-13-45, !!int "-" or a
             # 5,000-digit integer (Python refuses to convert more than 4,300 digits)
             self.source.problems.append((_mark(node.start_mark), _unreadable(node, error)))
         return None
