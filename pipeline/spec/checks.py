@@ -1,7 +1,7 @@
 """Rules of mlops.yaml that a JSON Schema cannot say: names, references, traffic, paths, secrets.
 
-Each check reads the raw parsed data defensively (the schema may have failed elsewhere in the
-file) and yields (position, message), so that every mistake of a file is reported at once.
+Each check reads the parsed data without the values the schema rejected, and yields (position,
+message), so that every mistake of a file is reported at once.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ _SECRET_NAME = re.compile(
 _CREDENTIAL = re.compile(
     r"(AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}|glpat-[A-Za-z0-9_-]{20,}"
     r"|xox[abprs]-[A-Za-z0-9-]{10,}|sk-[A-Za-z0-9_-]{20,}|-----BEGIN [A-Z ]*PRIVATE KEY-----)")
+# user:password@ in a URL (the password part is checked once ${VAR} references are taken out)
+_URL_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#@\s:]*:([^/?#@\s]*)@")
 MAX_MIRROR = 50
 
 
@@ -32,8 +34,10 @@ def _mapping(value: Any) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def check(source: Source, root: Path) -> Found:
-    data = _mapping(source.data)
+def check(source: Source, root: Path, accepted: Any) -> Found:
+    """Problems of ``accepted``: the parsed data where values the schema rejected are ``REJECTED``
+    (already reported), so that a wrong type is reported once and never breaks a check."""
+    data = _mapping(accepted)
     yield from _names(source, data)
     yield from _references(source, data)
     yield from _traffic(source, data)
@@ -198,6 +202,8 @@ def _secret_fields(data: dict) -> Iterator[tuple[tuple, str, Any]]:
 
 def _secrets(source: Source, data: dict) -> Found:
     for path, key, value in _secret_fields(data):
+        if isinstance(value, bool | int | float):
+            value = str(value)  # a number is as much a literal secret as text
         if not isinstance(value, str):
             continue
         here = dotted(path)
@@ -209,6 +215,10 @@ def _secrets(source: Source, data: dict) -> Found:
             yield (source.at(path),
                    f"{here}: the value looks like a credential; never commit secrets, "
                    f"reference an environment variable instead, like ${{{key.upper()}}}")
+        elif any(VAR_REF.sub("", m.group(1)) for m in _URL_PASSWORD.finditer(value)):
+            yield (source.at(path),
+                   f"{here}: the URL holds a password; write user and password as environment variable "
+                   "references, like postgres://${DB_USER}:${DB_PASS}@host/db")
         elif _SECRET_NAME.search(key) and leftover.strip():
             yield (source.at(path),
                    f"{here}: '{key}' holds a secret, so its value must be an environment variable "

@@ -24,25 +24,26 @@ from pipeline.spec.model import (
     Spec,
     Target,
 )
-from pipeline.spec.yamlsource import Source, parse
+from pipeline.spec.yamlsource import MAX_BYTES, Source, read
 
 DEFAULT_REGISTRY = ".mlops/registry"
 
 
-def load(path: Path, text: str | None = None, name: str | None = None) -> Spec:
+def load(path: Path, text: str | bytes | None = None, name: str | None = None) -> Spec:
     """Read and validate a spec file. ``text`` overrides the file's content (e.g. from a git ref);
     paths in it are still checked against the folder of ``path``."""
     path = Path(path)
     name = name or str(path)
     if text is None:
         try:
-            text = path.read_text(encoding="utf-8")
+            with path.open("rb") as file:
+                text = file.read(MAX_BYTES + 1)  # enough to refuse a larger file without reading it all
         except FileNotFoundError:
             raise SpecError([Problem(name, 0, 0, "file not found; create one with `mlops init` "
                                                  "or point to it with --file")]) from None
-        except (OSError, UnicodeDecodeError) as error:
+        except OSError as error:
             raise SpecError([Problem(name, 0, 0, f"cannot read the file: {error}")]) from None
-    source = parse(text, name)
+    source = read(text, name)
     found = list(source.problems)
     if not found:
         if source.data is None:
@@ -50,8 +51,9 @@ def load(path: Path, text: str | None = None, name: str | None = None) -> Spec:
         elif not isinstance(source.data, dict):
             found.append(((1, 1), "the top level must be a mapping of keys like version, models, endpoints"))
         else:
-            found.extend(schema.validate(source))
-            found.extend(checks.check(source, path.parent))
+            problems, accepted = schema.validate(source)
+            found.extend(problems)
+            found.extend(checks.check(source, path.parent, accepted))
     if found:
         raise SpecError([Problem(name, line, column, message) for (line, column), message in found])
     return _build(source, path.parent, name)

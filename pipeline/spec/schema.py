@@ -65,9 +65,26 @@ def did_you_mean(word: str, choices) -> str:
     return f"; did you mean '{close}'?" if close else ""
 
 
-def validate(source: Source) -> list[tuple[tuple[int, int], str]]:
-    """Every schema violation of the parsed file as (position, message)."""
-    return [item for error in _validator().iter_errors(source.data) for item in _explain(error, source)]
+def validate(source: Source) -> tuple[list[tuple[tuple[int, int], str]], Any]:
+    """Every schema violation of the parsed file as (position, message), and the data without the
+    values the schema rejected (each replaced by ``REJECTED``), for checks that rely on the types."""
+    errors = list(_validator().iter_errors(source.data))
+    found = [item for error in errors for item in _explain(error, source)]
+    rejected = {tuple(e.absolute_path) for e in errors if e.validator not in ("required", "additionalProperties")}
+    return found, _without(source.data, (), rejected)
+
+
+REJECTED = type("Rejected", (), {"__repr__": lambda self: "REJECTED"})()
+
+
+def _without(value: Any, path: tuple, rejected: set[tuple]) -> Any:
+    if path in rejected:
+        return REJECTED
+    if isinstance(value, dict):
+        return {k: _without(v, path + (k,), rejected) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without(v, path + (i,), rejected) for i, v in enumerate(value)]
+    return value
 
 
 def _explain(error: ValidationError, source: Source) -> list[tuple[tuple[int, int], str]]:
