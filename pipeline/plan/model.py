@@ -18,7 +18,7 @@ FORMAT_VERSION = 1
 
 # kind -> wave; steps run wave by wave, in plan order within a wave
 WAVES = {"register": 1, "build": 2, "endpoint": 3, "deploy": 3, "update": 3, "traffic": 4, "delete": 5, "keep": 5}
-WAVE_NAMES = {1: "register model versions", 2: "build environment images", 3: "deploy and update",
+WAVE_NAMES = {1: "register model versions", 2: "build environments (images, venvs)", 3: "deploy and update",
               4: "shift traffic", 5: "remove what the file no longer has"}
 # action -> symbol, as Terraform shows them
 SYMBOLS = {"create": "+", "update": "~", "replace": "±", "delete": "-", "noop": " "}
