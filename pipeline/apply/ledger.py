@@ -74,13 +74,5 @@ class Ledger:
             entries = [e for e in entries if endpoint in e.endpoints()]
         return entries
 
-    def find(self, reference: str) -> Entry | None:
-        """An entry by its number, or the last one applied from a commit (a SHA prefix)."""
-        entries = self.entries()
-        if reference.isdigit():
-            return next((e for e in entries if e.id == int(reference)), None)
-        matches = [e for e in entries if e.commit and e.commit.startswith(reference) and e.outcome == "ok"]
-        return matches[-1] if matches else None
-
     def close(self) -> None:
         self._db.close()

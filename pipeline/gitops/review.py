@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from pipeline.errors import GitError, MlopsError
+from pipeline.plan.render import format_value
 
 
 def _tree_files(commit, path: str) -> dict[str, bytes]:
@@ -42,7 +43,7 @@ def _spec_at(repo, ref: str, spec_path: str):
     except Exception as error:  # GitPython raises several kinds for an unknown ref
         raise GitError(f"cannot read git ref '{ref}': {error}") from None
     try:
-        text = (commit.tree / spec_path).data_stream.read().decode()
+        text = (commit.tree / spec_path).data_stream.read()  # bytes: the loader positions encoding errors
     except KeyError:
         return commit, None
     with tempfile.TemporaryDirectory() as folder:  # paths are checked against the ref's own tree
@@ -132,10 +133,11 @@ def base_section(root: Path, spec_file: Path, base_ref: str, head, markdown: boo
             for dname in sorted(set(before.deployments) - set(endpoint.deployments)):
                 lines.append(f"- deployment {name}/{dname}")
         if before is None or dict(before.traffic) != dict(endpoint.traffic):
-            old_split = dict(before.traffic) if before else {}
-            lines.append(f"~ traffic {name}: {old_split or 'none'} → {dict(endpoint.traffic)}")
+            old_split = dict(before.traffic) if before else None
+            lines.append(f"~ traffic {name}: {format_value(old_split)} → {format_value(dict(endpoint.traffic))}")
         if before is not None and dict(before.mirror_traffic) != dict(endpoint.mirror_traffic):
-            lines.append(f"~ mirror {name}: {dict(before.mirror_traffic)} → {dict(endpoint.mirror_traffic)}")
+            lines.append(f"~ mirror {name}: {format_value(dict(before.mirror_traffic))} → "
+                         f"{format_value(dict(endpoint.mirror_traffic))}")
     for name in sorted(set(old_endpoints) - set(head.endpoints)):
         lines.append(f"- endpoint {name}")
     title = f"Changes to {spec_path} since {base_ref}" + ("" if base else " (no valid mlops.yaml there)")

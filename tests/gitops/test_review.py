@@ -49,3 +49,4 @@ def test_base_without_a_spec_shows_everything_added(tmp_path):
     assert result.exit_code == 0, result.output
     assert "```diff" in result.output and "+ model iris-classifier" in result.output
     assert "+ deployment iris/blue" in result.output
+    assert "~ traffic iris: none → {blue: 100}" in result.output  # as mlops.yaml spells it, not Python
