@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from pipeline.apply.journal import Journal
@@ -151,6 +151,7 @@ class Executor:
             endpoint=endpoint, deployment=deployment, model=model,
             environment_variables=resolve_variables(deployment.environment_variables, where),
             image=step.data.get("image"), settings_digest=settings_digest(endpoint, deployment),
+            baseline=self._baseline_in_model(model.name),
             interpreter=self.builder.interpreter(step.data["image"]) if self.builder and step.data.get("image")
             else None)
         target = self.targets[endpoint.target]
@@ -181,6 +182,16 @@ class Executor:
         return "deleted"
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def _baseline_in_model(self, name: str) -> str | None:
+        """The model's baseline as a path inside its registered folder (where the service can read it)."""
+        model = self.spec.models.get(name)
+        if model is None or not model.baseline:
+            return None
+        try:
+            return PurePosixPath(model.baseline).relative_to(PurePosixPath(model.path)).as_posix()
+        except ValueError:
+            return None  # outside the model's folder: not part of the version the service loads
 
     def _resolve_model(self, data: Mapping[str, Any]) -> ResolvedModel:
         """The version a deploy step means: pinned, or the one registered for the planned digest."""

@@ -45,6 +45,7 @@ class DeployRequest:
     image: str | None = None  # built image (or venv) for targets that run one
     settings_digest: str = ""
     interpreter: Path | None = None  # local target: the environment's Python (None: the one running mlops)
+    baseline: str | None = None  # the model's baseline CSV, relative to its folder (its header names the columns)
 
 
 def settings_digest(endpoint: Endpoint, deployment: Deployment) -> str:
@@ -116,5 +117,6 @@ def server_config(request: DeployRequest, *, port: int, model_dir: Path, keys_fi
         "request_settings": asdict(deployment.request_settings),
         "data_collector": asdict(deployment.data_collector),
         "data_dir": str(data_dir) if data_dir else None,
+        "baseline": str(model_dir / request.baseline) if request.baseline else None,
         "log_level": "info",
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -47,3 +48,19 @@ def test_history_shows_a_destroy(repo):
     repo.mlops("destroy", "--yes")
     history = repo.mlops("history", "iris").stdout
     assert "destroyed" in history and "Destroyed endpoints: iris" in history
+
+
+def test_named_columns_are_matched_by_the_baseline_header(repo):
+    """The example model names no features; its baseline (inside the model folder) does."""
+    repo.mlops("apply", "--yes")
+    url, headers = repo.endpoint()
+    columns = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    rows = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
+    reversed_body = {"input_data": {"columns": columns[::-1], "data": [row[::-1] for row in rows]}}
+
+    answer = httpx.post(f"{url}/score", json=reversed_body, headers=headers, timeout=10)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["predictions"] == [0, 2]
+    unknown = httpx.post(f"{url}/score", json={"input_data": {"columns": ["a", "b", "c", "d"], "data": rows}},
+                         headers=headers, timeout=10)
+    assert unknown.status_code == 400 and "a" in unknown.text
