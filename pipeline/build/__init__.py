@@ -275,8 +275,11 @@ class ImageBuilder:
         context = self.context(environment, data.get("base_image"))
         python = self._python(context)
         self._ensure_base(client, context)
-        wheels = cached_wheels(local_base.cache_dir() / "wheels", python,
-                               [service_requirements(), context.requirements], self.progress)
+        try:
+            wheels = cached_wheels(local_base.cache_dir() / "wheels", python,
+                                   [service_requirements(), context.requirements], self.progress)
+        except BuildError as error:
+            raise BuildError(f"environment '{environment}': {error}") from None
         labels = {ENVIRONMENT_LABEL: environment, f"{LABEL_PREFIX}digest": context.digest(),
                   f"{LABEL_PREFIX}version": pipeline.__version__}
         self.builds += 1
