@@ -12,7 +12,7 @@ from pipeline.build import Context, ImageBuilder, collect_garbage
 from pipeline.build.base import apt_mirror, base_tag
 from pipeline.build.progress import BuildProgress
 from pipeline.build.wheels import pip_errors, wheels_key
-from pipeline.errors import BuildError
+from pipeline.errors import BuildError, MlopsError
 from pipeline.spec import load
 
 SPEC = """\
@@ -146,3 +146,32 @@ def test_gc_keeps_the_newest_and_served_images_of_this_project(spec):
     removed = collect_garbage(spec, client, serving_images=["mlops-env-sk:1"], keep=2)
     assert removed == ["mlops-env-sk:3", "mlops-env-sk:2"]
     assert f"mlops.project={spec.project_id()}" in images.filters["label"]
+
+
+HOSTED = """\
+version: 1
+registry: .mlops/registry
+models:
+  m: {path: model.py, flavor: python}
+environments:
+  sk: {requirements: requirements.txt}
+targets:
+  box: {type: docker, host: "unix:///nonexistent/mlops-test.sock"}
+endpoints:
+  e:
+    target: box
+    traffic: {d: 100}
+    deployments:
+      d: {model: m, environment: sk}
+"""
+
+
+def test_builder_uses_the_targets_host_not_docker_host(tmp_path, monkeypatch):
+    """The schema's host: must reach the builder, or builds land on (or fail at) the wrong engine."""
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker-host.sock")
+    (tmp_path / "requirements.txt").write_text("numpy\n")
+    (tmp_path / "model.py").write_text("def run(data):\n    return data\n")
+    (tmp_path / "mlops.yaml").write_text(HOSTED)
+    builder = ImageBuilder(load(tmp_path / "mlops.yaml"), tmp_path)
+    with pytest.raises(MlopsError, match="at unix:///nonexistent/mlops-test.sock"):
+        builder.observe(builder.spec)
