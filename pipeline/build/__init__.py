@@ -7,29 +7,41 @@ environment is never rebuilt. Models are not baked in: targets mount the registr
 read-only copy, so a model-only change builds nothing. (A Kubernetes target will need a thin
 model layer on top instead.)
 
-Builds use the Docker SDK (``docker``, imported lazily) with host networking; a ``wheelhouse``
-folder makes them offline and deterministic (``pip install --no-index --find-links``).
+The default base (no ``base_image``, no ``dockerfile``) is the local Debian base of
+``pipeline.build.base`` on a Debian/Ubuntu machine (no registry needed), else
+``python:<python>-slim``. Wheels are downloaded into a cache keyed by the requirements
+(``pipeline.build.wheels``) and installed offline in a first stage; the image copies only the
+virtual environment, so no layer holds the wheels. Every image and intermediate image carries
+``mlops.project=<Spec.project_id()>``: a failed build's leftovers and old environment images are
+removed by that label, never another project's. Builds use the Docker SDK (``docker``, imported
+lazily) on the engine of the target's ``host`` (default ``DOCKER_HOST``), with host networking.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import shutil
+import re
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from importlib import metadata
 from pathlib import Path
 
 import pipeline
+from pipeline.build import base as local_base
+from pipeline.build.progress import BuildProgress
+from pipeline.build.wheels import cached_wheels, download, pip_errors
 from pipeline.errors import BuildError, MlopsError
 from pipeline.plan.model import image_ref
 from pipeline.spec.model import Environment, Spec
 
-DEFAULT_BASE = "python:{python}-slim"
+SLIM_BASE = "python:{python}-slim"
 SERVICE_PACKAGES = ("starlette", "uvicorn", "uvloop", "httptools", "prometheus-client", "orjson", "numpy",
                     "pyyaml", "jsonschema", "httpx")
 LABEL_PREFIX = "mlops."
+PROJECT_LABEL = "mlops.project"
+ENVIRONMENT_LABEL = "mlops.environment"
+_FROM = re.compile(r"^(\s*FROM\s+\S+)(\s+AS\s+(\S+))?\s*$", re.IGNORECASE)
 
 
 def service_requirements() -> str:
@@ -49,29 +61,55 @@ def _source_files() -> list[tuple[str, bytes]]:
             if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"]
 
 
+def default_base(environment: Environment) -> str:
+    """The base of an environment that names none: the local Debian base, or the official slim image."""
+    return local_base.default_base() or SLIM_BASE.format(python=environment.python)
+
+
+def _base_stage(header: str, label: str) -> tuple[str, str]:
+    """Label every stage of a Dockerfile and name its last one; returns (text, last stage name)."""
+    lines, last = [], None
+    for line in header.splitlines():
+        match = _FROM.match(line)
+        if match:
+            last = len(lines)
+        lines.append(line)
+        if match:
+            lines.append(label)
+    if last is None:
+        raise MlopsError("the environment's dockerfile has no FROM line")
+    match = _FROM.match(lines[last])
+    name = match.group(3) or "mlops-base"
+    if not match.group(3):
+        lines[last] = f"{match.group(1)} AS {name}"
+    return "\n".join(lines) + "\n", name
+
+
 class Context:
     """The files of one environment's build context, in a fixed order."""
 
-    def __init__(self, spec: Spec, environment: Environment, base_image: str, wheelhouse: Path | None):
+    def __init__(self, spec: Spec, environment: Environment, base_image: str):
         self.environment = environment
-        requirements = (spec.root / environment.requirements).read_text() if environment.requirements else ""
-        offline = "--no-index --find-links /tmp/wheels " if wheelhouse else ""
-        if environment.dockerfile:
-            header = (spec.root / environment.dockerfile).read_text()
-        else:
-            header = f"FROM {base_image}\n"
-        self.dockerfile = header + (
+        self.base_image = base_image
+        self.project = spec.project_id()
+        self.requirements = (spec.root / environment.requirements).read_text() if environment.requirements else ""
+        label = f'LABEL {PROJECT_LABEL}="{self.project}"'
+        header = (spec.root / environment.dockerfile).read_text() if environment.dockerfile else f"FROM {base_image}"
+        stages, name = _base_stage(header, label)
+        self.dockerfile = stages + (
+            f"FROM {name} AS mlops-venv\n"
             "RUN python3 -m venv /opt/mlops\n"
-            "ENV PATH=/opt/mlops/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PYTHONPATH=/opt/mlops-src\n"
             "COPY service-requirements.txt requirements.txt /tmp/\n"
-            + ("COPY wheels /tmp/wheels\n" if wheelhouse else "")
-            + f"RUN pip install --no-cache-dir {offline}-r /tmp/service-requirements.txt -r /tmp/requirements.txt"
-            + (" && rm -rf /tmp/wheels\n" if wheelhouse else "\n")
-            + "COPY pipeline /opt/mlops-src/pipeline\n")
-        self.files: list[tuple[str, bytes]] = [("requirements.txt", requirements.encode()),
+            "COPY wheels /tmp/wheels\n"
+            "RUN /opt/mlops/bin/pip install --no-cache-dir --no-index --find-links /tmp/wheels"
+            " -r /tmp/service-requirements.txt -r /tmp/requirements.txt\n"
+            f"FROM {name}\n"
+            "COPY --from=mlops-venv /opt/mlops /opt/mlops\n"
+            "ENV PATH=/opt/mlops/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PYTHONPATH=/opt/mlops-src\n"
+            "COPY pipeline /opt/mlops-src/pipeline\n")
+        self.files: list[tuple[str, bytes]] = [("requirements.txt", self.requirements.encode()),
                                                ("service-requirements.txt", service_requirements().encode())]
         self.files += _source_files()
-        self.wheelhouse = wheelhouse
 
     def digest(self) -> str:
         digest = hashlib.sha256(self.dockerfile.encode())
@@ -79,7 +117,7 @@ class Context:
             digest.update(f"\0{name}\0".encode() + hashlib.sha256(data).digest())
         return "sha256:" + digest.hexdigest()
 
-    def tarball(self, labels: dict[str, str]) -> io.BytesIO:
+    def tarball(self, labels: dict[str, str], wheels: Path | None = None) -> io.BytesIO:
         buffer = io.BytesIO()
         dockerfile = self.dockerfile + "".join(f'LABEL {k}="{v}"\n' for k, v in sorted(labels.items()))
         with tarfile.open(fileobj=buffer, mode="w") as tar:
@@ -87,50 +125,94 @@ class Context:
                 info = tarfile.TarInfo(name)
                 info.size, info.mtime, info.mode = len(data), 0, 0o644
                 tar.addfile(info, io.BytesIO(data))
-            if self.wheelhouse:
-                for wheel in sorted(self.wheelhouse.iterdir()):
-                    tar.add(wheel, arcname=f"wheels/{wheel.name}")
+            info = tarfile.TarInfo("wheels")
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 0
+            tar.addfile(info)
+            for wheel in sorted(wheels.iterdir()) if wheels else []:
+                tar.add(wheel, arcname=f"wheels/{wheel.name}")
         buffer.seek(0)
         return buffer
 
 
+def connect(host: str | None):
+    """A Docker client for ``host`` (a target's engine URL), or for ``DOCKER_HOST`` when None."""
+    import docker
+
+    try:
+        client = docker.DockerClient(base_url=host) if host else docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as error:
+        where = f"at {host} (the target's host)" if host else "(DOCKER_HOST, or the target's host:)"
+        raise MlopsError(f"no Docker engine reachable {where}: {error}") from None
+    return client
+
+
+def _exists(client, ref: str) -> bool:
+    import docker
+
+    try:
+        client.images.get(ref)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
+
+
+def remove_leftovers(client, project: str) -> None:
+    """Remove this project's untagged images (a failed build's steps, the wheel-installing stage)."""
+    import docker
+
+    try:
+        client.images.prune(filters={"dangling": True, "label": f"{PROJECT_LABEL}={project}"})
+    except docker.errors.APIError:
+        pass  # another prune is running on this engine: the next build cleans up
+
+
 class ImageBuilder:
-    """Builds environment images on a Docker engine; knows which ones already exist."""
+    """Builds environment images on the targets' Docker engines; knows which ones already exist."""
 
-    def __init__(self, spec: Spec, state_dir: Path, *, wheelhouse: Path | None = None,
-                 progress: Callable[[str], None] | None = None):
-        import os
-
+    def __init__(self, spec: Spec, state_dir: Path, *, progress: Callable[[str], None] | None = None):
         self.spec = spec
-        self.wheelhouse = wheelhouse or (Path(os.environ["MLOPS_WHEELHOUSE"])
-                                         if os.environ.get("MLOPS_WHEELHOUSE") else None)
-        self.progress = progress or (lambda line: None)
-        self._client = None
+        self.state_dir = state_dir
+        self.progress = progress or BuildProgress()
+        self._clients: dict[str | None, object] = {}
         self.builds = 0
+
+    def client_for(self, host: str | None):
+        if host not in self._clients:
+            self._clients[host] = connect(host)
+        return self._clients[host]
 
     @property
     def client(self):
-        if self._client is None:
-            import docker
+        """The engine of the first target that builds images (``DOCKER_HOST`` when none names a host)."""
+        hosts = self.hosts()
+        return self.client_for(hosts[0] if hosts else None)
 
-            try:
-                self._client = docker.from_env()
-                self._client.ping()
-            except docker.errors.DockerException as error:
-                raise MlopsError(f"no Docker engine reachable (DOCKER_HOST): {error}") from None
-        return self._client
+    def hosts(self, targets: Iterable | None = None) -> list[str | None]:
+        targets = self.targets() if targets is None else targets
+        return list(dict.fromkeys(target.host for target in targets)) or [None]
+
+    def targets(self, data=None) -> list:
+        """The docker targets endpoints use (those a build step's settings match, when given)."""
+        used = {endpoint.target for endpoint in self.spec.endpoints.values()}
+        found = [self.spec.targets[name] for name in sorted(used) if self.spec.targets[name].type == "docker"]
+        if data is not None:
+            found = [t for t in found if t.base_image == data.get("base_image")
+                     and t.image_repository == data.get("repository")]
+        return found
 
     def base_image(self, environment: Environment, target_base: str | None) -> str:
-        return environment.base_image or target_base or DEFAULT_BASE.format(python=environment.python)
+        return environment.base_image or target_base or default_base(environment)
 
     def context(self, name: str, target_base: str | None) -> Context:
         environment = self.spec.environments[name]
-        return Context(self.spec, environment, self.base_image(environment, target_base), self.wheelhouse)
+        return Context(self.spec, environment, self.base_image(environment, target_base))
 
     def observe(self, spec: Spec) -> tuple[dict, frozenset]:
         """Build digests of the environments that docker deployments use, and which images exist."""
         digests: dict[str, dict[str, str]] = {}
-        wanted = []
+        images = set()
+        wanted: dict[str, set] = {}
         for endpoint in spec.endpoints.values():
             target = spec.targets[endpoint.target]
             if target.type == "local":
@@ -138,46 +220,90 @@ class ImageBuilder:
             for deployment in endpoint.deployments.values():
                 digest = self.context(deployment.environment, target.base_image).digest()
                 digests.setdefault(target.type, {})[deployment.environment] = digest
-                wanted.append(image_ref(deployment.environment, digest, target.image_repository))
-        return digests, frozenset(ref for ref in wanted if self.exists(ref))
+                wanted.setdefault(image_ref(deployment.environment, digest, target.image_repository),
+                                  set()).add(target.host)
+        for ref, hosts in wanted.items():
+            if all(_exists(self.client_for(host), ref) for host in hosts):
+                images.add(ref)
+        return digests, frozenset(images)
 
     def exists(self, ref: str) -> bool:
-        import docker
-
-        try:
-            self.client.images.get(ref)
-            return True
-        except docker.errors.ImageNotFound:
-            return False
+        return _exists(self.client, ref)
 
     def build(self, environment: str, data) -> str:
-        """Build the image a plan's build step names (no-op when it already exists)."""
+        """Build the image a plan's build step names on every engine that lacks it."""
         ref = data["image"]
-        if self.exists(ref):
-            return ref
-        context = self.context(environment, data.get("base_image"))
-        labels = {f"{LABEL_PREFIX}environment": environment, f"{LABEL_PREFIX}digest": context.digest(),
-                  f"{LABEL_PREFIX}version": pipeline.__version__}
-        log: list[str] = []
-        self.builds += 1
-        try:
-            for chunk in self.client.api.build(fileobj=context.tarball(labels), custom_context=True, tag=ref,
-                                               network_mode="host", rm=True, forcerm=True, decode=True):
-                if "stream" in chunk and chunk["stream"].strip():
-                    line = chunk["stream"].rstrip()
-                    log.append(line)
-                    self.progress(line)
-                if "error" in chunk:
-                    tail = "\n".join(log[-25:])
-                    raise BuildError(f"building {ref} for environment '{environment}' failed: "
-                                     f"{chunk['error'].strip()}\n{tail}")
-        except BuildError:
-            raise
-        except Exception as error:  # the SDK's API and connection errors
-            raise BuildError(f"building {ref} failed: {error}") from None
+        for host in self.hosts(self.targets(data)):
+            client = self.client_for(host)
+            if not _exists(client, ref):
+                self._build_on(client, environment, data)
         if data.get("repository"):
             self.push(ref)
         return ref
+
+    def _python(self, context: Context) -> str:
+        """The Python of the image, checked against the environment's ``python``."""
+        suite = local_base.host_suite()
+        if context.environment.dockerfile or context.base_image != local_base.default_base():
+            return context.environment.python
+        shipped = local_base.SUITE_PYTHON.get(suite, context.environment.python)
+        if shipped != context.environment.python:
+            raise MlopsError(f"environment '{context.environment.name}' asks for Python "
+                             f"{context.environment.python}, but the local base ({suite}) has {shipped}: set "
+                             f"python: \"{shipped}\", or base_image: python:{context.environment.python}-slim "
+                             "(needs an image registry)")
+        return shipped
+
+    def _ensure_base(self, client, context: Context) -> None:
+        if context.environment.dockerfile or _exists(client, context.base_image):
+            return
+        if context.base_image == local_base.default_base():
+            local_base.ensure_base(client, progress=self.progress)
+            return
+        import docker
+
+        try:
+            self.progress(f"pulling {context.base_image}")
+            client.images.pull(context.base_image)
+        except docker.errors.DockerException as error:
+            raise BuildError(f"the base image {context.base_image} is not on the engine and cannot be pulled "
+                             f"({getattr(error, 'explanation', None) or error}); without a registry, leave "
+                             "base_image unset to use the local base (mlops images base)") from None
+
+    def _build_on(self, client, environment: str, data) -> None:
+        ref = data["image"]
+        context = self.context(environment, data.get("base_image"))
+        python = self._python(context)
+        self._ensure_base(client, context)
+        try:
+            wheels = cached_wheels(local_base.cache_dir() / "wheels", python,
+                                   [service_requirements(), context.requirements], self.progress)
+        except BuildError as error:
+            raise BuildError(f"environment '{environment}': {error}") from None
+        labels = {ENVIRONMENT_LABEL: environment, f"{LABEL_PREFIX}digest": context.digest(),
+                  f"{LABEL_PREFIX}version": pipeline.__version__}
+        self.builds += 1
+        step, output = "", []
+        try:
+            for chunk in client.api.build(fileobj=context.tarball(labels, wheels), custom_context=True, tag=ref,
+                                          network_mode="host", rm=True, forcerm=True, decode=True):
+                for line in chunk.get("stream", "").splitlines():
+                    if line.startswith("Step "):
+                        step, output = line, []
+                    elif line.strip():
+                        output.append(line.rstrip())
+                    if line.strip():
+                        self.progress(line.rstrip())
+                if "error" in chunk:
+                    raise BuildError(f"building {ref} for environment '{environment}' failed at {step}\n"
+                                     f"{chunk['error'].strip()}\n{pip_errors(chr(10).join(output))}")
+        except BuildError:
+            raise
+        except Exception as error:  # the SDK's API and connection errors
+            raise BuildError(f"building {ref} failed: {getattr(error, 'explanation', None) or error}") from None
+        finally:
+            getattr(self.progress, "end", lambda: None)()
+            remove_leftovers(client, context.project)
 
     def push(self, ref: str) -> None:
         """Push an image to its repository (targets such as kubernetes pull from there)."""
@@ -195,22 +321,34 @@ class ImageBuilder:
             raise BuildError(f"pushing {ref} failed: {error}") from None
 
 
-def ensure_wheelhouse(folder: Path, requirements: list[Path]) -> Path:
-    """Download the wheels of the service and of ``requirements`` (for offline, repeatable builds)."""
-    import subprocess
-    import sys
-    import tempfile
+def collect_garbage(spec: Spec, client, serving_images: Iterable[str], keep: int = 2) -> list[str]:
+    """Remove this project's environment images that no deployment serves, keeping the newest ``keep``
+    per environment; returns the removed references. Other projects' images are never listed."""
+    import docker
 
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as handle:
-        handle.write(service_requirements())
-    command = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary", ":all:", "-d", str(folder),
-               "-r", handle.name]
-    for path in requirements:
-        command += ["-r", str(path)]
-    result = subprocess.run(command, capture_output=True, text=True)
-    Path(handle.name).unlink()
-    if result.returncode != 0:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise BuildError(f"downloading wheels failed:\n{result.stderr[-2000:]}")
-    return folder
+    serving = set(serving_images)
+    images = client.images.list(filters={"label": [f"{PROJECT_LABEL}={spec.project_id()}", ENVIRONMENT_LABEL]})
+    by_environment: dict[str, list] = {}
+    for image in images:
+        by_environment.setdefault(image.labels.get(ENVIRONMENT_LABEL, ""), []).append(image)
+    removed = []
+    for found in by_environment.values():
+        found.sort(key=lambda image: image.attrs.get("Created", ""), reverse=True)
+        for image in found[keep:]:
+            if serving & set(image.tags) or image.id in serving:
+                continue
+            try:
+                for tag in image.tags or [image.id]:
+                    client.images.remove(tag)
+                    removed.append(tag)
+            except docker.errors.APIError:
+                continue  # a container still uses it (stopped by hand, or another target's)
+    return removed
+
+
+def ensure_wheelhouse(folder: Path, requirements: list[Path]) -> Path:
+    """Download the wheels of the service and of ``requirements`` into ``folder`` (tests, benchmarks)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    if folder.exists():
+        folder.rmdir()
+    return download(folder, [service_requirements(), *(path.read_text() for path in requirements)])

@@ -46,9 +46,9 @@ def cli(ctx: click.Context, file: str, debug: bool) -> None:
 
 
 def _register_commands() -> None:
-    from pipeline.cli import deploy, endpoints, gitops, history, models, monitor, serve, validate
+    from pipeline.cli import deploy, endpoints, gitops, history, images, models, monitor, serve, validate
 
-    for module in (validate, models, deploy, endpoints, serve, monitor, history, gitops):
+    for module in (validate, models, deploy, endpoints, serve, monitor, history, gitops, images):
         for command in module.COMMANDS:
             cli.add_command(command)
 

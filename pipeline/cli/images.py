@@ -1,0 +1,51 @@
+"""``mlops images base`` and ``mlops images gc``: the local base image and old environment images."""
+
+from __future__ import annotations
+
+import click
+
+from pipeline.cli.context import App, pass_app
+
+
+@click.group()
+def images() -> None:
+    """The images mlops builds: the local base, environment images and their cleanup."""
+
+
+@images.command()
+@click.option("--host", envvar="DOCKER_HOST", help="The Docker engine (default DOCKER_HOST).")
+def base(host: str | None) -> None:
+    """Make the local Debian base image exist on the engine (no image registry needed).
+
+    Imported from the cache (~/.cache/mlops/base) when it is there, else built once with
+    debootstrap from this machine's apt mirror (needs root and debootstrap), then cached.
+    Prints its tag, the default base of environments that name no base_image.
+    """
+    from pipeline.build import connect
+    from pipeline.build.base import ensure_base
+
+    click.echo(ensure_base(connect(host), progress=lambda line: click.echo(line, err=True)))
+
+
+@images.command()
+@click.option("--keep", default=2, show_default=True, type=click.IntRange(min=0),
+              help="How many of the newest images to keep per environment, served or not.")
+@pass_app
+def gc(app: App, keep: int) -> None:
+    """Remove this project's environment images that no deployment serves (older than the newest --keep)."""
+    from pipeline.build import ImageBuilder, collect_garbage
+    from pipeline.cli.wiring import make_targets, served
+
+    spec = app.spec()
+    builder = ImageBuilder(spec, app.state_dir())
+    serving = [state["image"] for state in served(spec, make_targets(spec, app.state_dir())).values()
+               if state.get("image")]
+    removed = []
+    for host in builder.hosts():
+        removed += collect_garbage(spec, builder.client_for(host), serving, keep)
+    for ref in removed:
+        click.echo(f"  - removed {ref}")
+    click.echo(f"Removed {len(removed)} image(s).")
+
+
+COMMANDS = [images]

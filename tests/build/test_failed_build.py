@@ -1,0 +1,46 @@
+"""A failing build on a real engine: one error with the failing step's own output, and nothing left behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.build import ImageBuilder
+from pipeline.build.base import default_base
+from pipeline.errors import BuildError
+from pipeline.spec import load
+
+pytestmark = [pytest.mark.slow, pytest.mark.docker]
+
+SPEC = """\
+version: 1
+environments:
+  broken: {dockerfile: Dockerfile}
+"""
+
+
+@pytest.fixture
+def client():
+    try:
+        import docker
+
+        engine = docker.from_env()
+        engine.ping()
+    except Exception:
+        pytest.skip("no Docker engine reachable (set DOCKER_HOST)")
+    if not default_base() or not engine.images.list(name=default_base()):
+        pytest.skip("the local base image is not on the engine (mlops images base)")
+    return engine
+
+
+def test_failed_build_raises_once_and_leaves_no_image(client, tmp_path: Path):
+    (tmp_path / "Dockerfile").write_text(f"FROM {default_base()}\nRUN mkdir /big && echo the-step-output && exit 3\n")
+    (tmp_path / "mlops.yaml").write_text(SPEC)
+    spec = load(tmp_path / "mlops.yaml")
+    lines = []
+    builder = ImageBuilder(spec, tmp_path, progress=lines.append)
+    with pytest.raises(BuildError, match=r"(?s)failed at Step 3/.*non-zero code: 3.*the-step-output"):
+        builder._build_on(client, "broken", {"image": "mlops-env-broken:test"})
+    assert any("Step 3/" in line for line in lines)  # progress was streamed while it ran
+    assert client.images.list(all=True, filters={"label": f"mlops.project={spec.project_id()}"}) == []
