@@ -30,7 +30,7 @@ from pathlib import Path
 import pipeline
 from pipeline.build import base as local_base
 from pipeline.build.progress import BuildProgress
-from pipeline.build.wheels import cached_wheels, download, pip_errors
+from pipeline.build.wheels import cached_wheels, pip_errors
 from pipeline.errors import BuildError, MlopsError
 from pipeline.plan.model import image_ref
 from pipeline.spec.model import Environment, Spec
@@ -344,11 +344,3 @@ def collect_garbage(spec: Spec, client, serving_images: Iterable[str], keep: int
             except docker.errors.APIError:
                 continue  # a container still uses it (stopped by hand, or another target's)
     return removed
-
-
-def ensure_wheelhouse(folder: Path, requirements: list[Path]) -> Path:
-    """Download the wheels of the service and of ``requirements`` into ``folder`` (tests, benchmarks)."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    if folder.exists():
-        folder.rmdir()
-    return download(folder, [service_requirements(), *(path.read_text() for path in requirements)])

@@ -105,7 +105,8 @@ def _progress(step, status: str, detail: str) -> None:
             click.echo(f"  {symbol} {step.kind:<8} {step.address}", nl=not sys.stdout.isatty())
         return
     prefix = "\r" if sys.stdout.isatty() and status != "retry" else ""
-    line = f"{prefix}  {symbol} {step.kind:<8} {step.address}" + (f": {detail}" if detail else "")
+    shown = detail if status != "failed" else ""  # the error itself is printed once, as the command's error
+    line = f"{prefix}  {symbol} {step.kind:<8} {step.address}" + (f": {shown}" if shown else "")
     click.secho(line, fg={"done": "green", "failed": "red", "retry": "yellow"}[status],
                 err=status == "failed")
 
@@ -171,6 +172,8 @@ def apply(app: App, plan_file: Path | None, yes: bool, prune: bool | None, targe
         outcome = executor.run(current.steps)
         serving = served(spec, adapters)
         record_usage(app.registry(), serving)
+        if builder is not None and not outcome.error:
+            builder.collect_garbage(spec, serving)
         Ledger(spec.registry_path()).record(
             commit=lineage.get("commit"), author=lineage.get("author"), summary=current.summary(),
             outcome="failed" if outcome.error else "ok", served=serving)

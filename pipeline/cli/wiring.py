@@ -84,6 +84,19 @@ class Builders:
             raise MlopsError(f"no builder for environment '{environment}' on a {data.get('target_type')} target")
         return builder.build(environment, data)
 
+    def collect_garbage(self, spec: Spec, serving: dict[str, dict], keep: int = 2) -> list[str]:
+        """Remove built environments nothing serves (images: all but the newest ``keep`` per environment)."""
+        in_use = {state["image"] for state in serving.values() if state.get("image")}
+        removed = []
+        if self.venvs is not None:
+            removed += self.venvs.collect_garbage(in_use)
+        if self.images is not None:
+            from pipeline.build import collect_garbage
+
+            for host in self.images.hosts():
+                removed += collect_garbage(spec, self.images.client_for(host), in_use, keep=keep)
+        return removed
+
     def interpreter(self, ref: str) -> Path | None:
         """The Python of a built venv; None for an image reference."""
         if self.venvs is None:

@@ -36,20 +36,16 @@ def env_tags(client) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def docker_env(tmp_path_factory):
+def docker_env():
     if not engine_available():
         if os.environ.get("MLOPS_REQUIRE_DOCKER") == "1":
             pytest.fail("no Docker engine reachable, but MLOPS_REQUIRE_DOCKER=1 (CI starts one: .ci/docker.sh)")
         pytest.skip("no Docker engine reachable (set DOCKER_HOST)")
     import docker
 
-    from pipeline.build import ensure_wheelhouse
-
-    repo = Path(__file__).resolve().parents[2]
-    wheels = ensure_wheelhouse(tmp_path_factory.mktemp("wheels"), [repo / "environments/sklearn/requirements.txt"])
     client = docker.from_env()
     before = env_tags(client)
-    yield {"MLOPS_WHEELHOUSE": str(wheels), "base": os.environ.get("MLOPS_TEST_BASE_IMAGE", "python:3.11-slim")}
+    yield {"base": os.environ.get("MLOPS_TEST_BASE_IMAGE", "python:3.11-slim")}
     for tag in env_tags(client) - before:  # only the images these tests built
         try:
             client.images.remove(tag)
@@ -58,9 +54,8 @@ def docker_env(tmp_path_factory):
 
 
 @pytest.fixture
-def docker_repo(repo, docker_env, monkeypatch):
+def docker_repo(repo, docker_env):
     """The conftest repository with its endpoint on a docker target named ``box``."""
-    monkeypatch.setenv("MLOPS_WHEELHOUSE", docker_env["MLOPS_WHEELHOUSE"])
     shutil.copytree(Path(__file__).resolve().parents[2] / "environments", repo.root / "environments")
     spec = (repo.root / "mlops.yaml").read_text()
     spec = spec.replace("  local: {type: local}", f'  box: {{type: docker, base_image: "{docker_env["base"]}"}}')
