@@ -1,0 +1,106 @@
+"""The router under hostile input: keys and sizes are checked before a body is read, memory stays
+bounded, and a normal request is still served afterwards."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from pipeline.keys import ensure_keys
+from pipeline.targets.health import free_port
+
+BACKEND = """
+import sys, uvicorn
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+"""
+LIMIT = 1024 * 1024
+BIG = 200 * 1024 * 1024
+
+
+def _wait(url: str) -> None:
+    for _ in range(400):
+        try:
+            httpx.get(url, timeout=0.5)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise TimeoutError(url)
+
+
+@pytest.fixture
+def router(tmp_path: Path):
+    """A key-protected router with a 1 MiB body limit in front of one backend."""
+    keys = ensure_keys(tmp_path / "keys.json")
+    (tmp_path / "backend.py").write_text(BACKEND)
+    backend_port, port = free_port(), free_port()
+    config = {"endpoint": "e", "host": "127.0.0.1", "port": port,
+              "backends": {"blue": [f"http://127.0.0.1:{backend_port}"]}, "traffic": {"blue": 100},
+              "keys_file": str(tmp_path / "keys.json"), "max_body_bytes": LIMIT,
+              "log": {"file": str(tmp_path / "router.log"), "max_bytes": 2000, "backups": 1}}
+    (tmp_path / "router.json").write_text(json.dumps(config))
+    processes = [subprocess.Popen([sys.executable, str(tmp_path / "backend.py"), str(backend_port)]),
+                 subprocess.Popen([sys.executable, "-m", "pipeline.targets.router", "--config",
+                                   str(tmp_path / "router.json")])]
+    try:
+        _wait(f"http://127.0.0.1:{backend_port}/")
+        _wait(f"http://127.0.0.1:{port}/-/router/ready")
+        yield {"url": f"http://127.0.0.1:{port}/score", "key": keys["primary"], "pid": processes[1].pid}
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(10)
+
+
+def _stream(total: int):
+    chunk = b"x" * (1024 * 1024)
+    for _ in range(total // len(chunk)):
+        yield chunk
+
+
+def _post(router, key: str, content, **headers) -> int:
+    headers = {"authorization": f"Bearer {key}", **headers}
+    return httpx.post(router["url"], content=content, headers=headers, timeout=30).status_code
+
+
+def test_wrong_key_is_refused_before_the_body_is_read(router):
+    """A caller without the key cannot make the router read (or buffer) anything."""
+    assert _post(router, "wrong", _stream(BIG), **{"content-length": str(BIG)}) == 401
+
+
+def test_declared_oversize_body_is_refused_at_once(router):
+    """The declared Content-Length is enough to refuse: 413, not 502."""
+    assert _post(router, router["key"], _stream(BIG), **{"content-length": str(BIG)}) == 413
+
+
+def test_chunked_oversize_body_is_refused_while_streaming(router):
+    """Without Content-Length the limit is counted as the body streams."""
+    assert _post(router, router["key"], _stream(BIG)) == 413
+
+
+def test_hostile_requests_keep_memory_bounded_and_harm_no_next_request(router):
+    """Bodies are streamed, never buffered whole, and a refused request leaves nothing behind."""
+    for key in ("wrong", router["key"]):
+        _post(router, key, _stream(BIG))
+        _post(router, key, _stream(BIG), **{"content-length": str(BIG)})
+    assert psutil.Process(router["pid"]).memory_info().rss < 150 * 1024 * 1024
+    response = httpx.post(router["url"], content=b"{}", headers={"authorization": f"Bearer {router['key']}"})
+    assert (response.status_code, response.text) == (200, "ok")
+
+
+def test_a_body_under_the_limit_reaches_the_instance(router):
+    """The limit refuses only what exceeds it."""
+    assert _post(router, router["key"], b"y" * (LIMIT - 1)) == 200
