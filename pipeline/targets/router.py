@@ -354,6 +354,7 @@ def _configure_logging(data: dict) -> None:
         handler = logging.StreamHandler()
     handler.setFormatter(formatter)
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs every request at INFO: an access log
 
 
 def main(argv: list[str] | None = None) -> None:

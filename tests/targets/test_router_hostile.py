@@ -21,8 +21,16 @@ import sys, uvicorn
 async def app(scope, receive, send):
     if scope["type"] != "http":
         return
-    while (await receive()).get("more_body"):
-        pass
+    size = 0
+    while True:
+        message = await receive()
+        size += len(message.get("body", b""))
+        if size > 512 * 1024:  # the instance's own, smaller limit
+            await send({"type": "http.response.start", "status": 413, "headers": [(b"connection", b"close")]})
+            await send({"type": "http.response.body", "body": b"too large"})
+            return
+        if not message.get("more_body"):
+            break
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": b"ok"})
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
@@ -58,7 +66,8 @@ def router(tmp_path: Path):
     try:
         _wait(f"http://127.0.0.1:{backend_port}/")
         _wait(f"http://127.0.0.1:{port}/-/router/ready")
-        yield {"url": f"http://127.0.0.1:{port}/score", "key": keys["primary"], "pid": processes[1].pid}
+        yield {"url": f"http://127.0.0.1:{port}/score", "key": keys["primary"], "pid": processes[1].pid,
+               "log": tmp_path / "router.log"}
     finally:
         for process in processes:
             process.terminate()
@@ -103,4 +112,19 @@ def test_hostile_requests_keep_memory_bounded_and_harm_no_next_request(router):
 
 def test_a_body_under_the_limit_reaches_the_instance(router):
     """The limit refuses only what exceeds it."""
-    assert _post(router, router["key"], b"y" * (LIMIT - 1)) == 200
+    assert _post(router, router["key"], b"y" * (LIMIT // 4)) == 200
+
+
+def test_the_instance_413_passes_through(router):
+    """A body the router lets through but the instance refuses is the instance's 413, not 502."""
+    response = httpx.post(router["url"], content=b"y" * (LIMIT - 1), timeout=30,
+                          headers={"authorization": f"Bearer {router['key']}"})
+    assert (response.status_code, response.text) == (413, "too large")
+
+
+def test_log_is_rotated_and_requests_are_not_logged_by_default(router):
+    """Hostile traffic cannot fill the disk through the router's log."""
+    for _ in range(200):
+        _post(router, router["key"], b"{}")
+    log = Path(router["log"])
+    assert log.stat().st_size <= 2000 and "/score" not in log.read_text()
