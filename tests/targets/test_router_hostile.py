@@ -128,3 +128,15 @@ def test_log_is_rotated_and_requests_are_not_logged_by_default(router):
         _post(router, router["key"], b"{}")
     log = Path(router["log"])
     assert log.stat().st_size <= 2000 and "/score" not in log.read_text()
+
+
+def test_opted_in_access_log_rotates_by_size(router):
+    """With ``access_log`` on, every request is logged, and the file still never outgrows its cap."""
+    config = router["log"].parent / "router.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "access_log": True}))
+    time.sleep(0.5)  # the router re-reads its config every 50 ms
+    for _ in range(100):
+        _post(router, router["key"], b"{}")
+    log, backup = router["log"], router["log"].with_name("router.log.1")
+    assert "/score -> blue 200" in log.read_text() + backup.read_text()
+    assert log.stat().st_size <= 2000 and backup.stat().st_size <= 2000
