@@ -8,7 +8,8 @@ Events come out in time order: folders and file names sort by period, and the fi
 period (one per process) are merged on their ``time`` field — each file is already in order
 because its process appends events as they finish. A line that is not whole JSON (the torn last
 line of a process killed mid-write, or any corrupt line) is skipped and counted in
-``EventReader.skipped``; reading never fails because of one bad line.
+``EventReader.skipped``; reading never fails because of one bad line. ``EventReader.files_read``
+counts the files opened, so an empty window can say how much was looked at.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def _hour_of(path: Path) -> datetime | None:
 
 
 class EventReader:
-    """An iterator of event dicts; ``skipped`` counts the lines that could not be decoded."""
+    """An iterator of event dicts; ``skipped`` counts the lines that could not be decoded, ``files_read``
+    the files opened so far."""
 
     def __init__(self, data_dir: Path, endpoint: str | None = None, deployment: str | None = None,
                  since: datetime | None = None, until: datetime | None = None):
@@ -58,6 +60,7 @@ class EventReader:
         self.since = _utc(since)
         self.until = _utc(until)
         self.skipped = 0
+        self.files_read = 0
         self._events = self._read()
 
     def __iter__(self) -> EventReader:
@@ -97,6 +100,7 @@ class EventReader:
         return chosen
 
     def _lines(self, path: Path) -> Iterator[dict[str, Any]]:
+        self.files_read += 1
         with open(path, "rb") as handle:
             for line in handle:
                 if not line.endswith(b"\n"):  # torn: the writer was killed mid-line

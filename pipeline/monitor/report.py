@@ -12,6 +12,7 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -152,9 +153,14 @@ def summarize(events: Iterable[Mapping[str, Any]], baseline: tuple[list[str], np
     return sorted(reports.values(), key=lambda r: r.deployment)
 
 
-def render_text(endpoint: str, reports: list[DeploymentReport]) -> str:
+def _moment(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def render_text(endpoint: str, reports: list[DeploymentReport], since: datetime, until: datetime,
+                files_read: int) -> str:
     if not reports:
-        return f"No collected data for endpoint {endpoint} yet (is data_collector set on its deployments?)."
+        return f"no requests between {_moment(since)} and {_moment(until)} ({files_read} files read)"
     lines = [f"Endpoint {endpoint}"]
     for r in reports:
         latency = ", ".join(f"{k} {v:g} ms" for k, v in r.latency_ms.items())

@@ -305,6 +305,9 @@ class LocalTarget:
                     for name, state in self._deployments(endpoint).items()}
         routes = {"endpoint": endpoint, "host": HOST, "port": record.get("port"), "backends": backends,
                   "traffic": record.get("traffic", {}), "mirror": record.get("mirror", {})}
+        # router hardening: it checks keys itself and rotates its own log (see pipeline.targets.router)
+        routes["keys_file"] = str(self.keys_file(endpoint)) if record.get("auth_mode") == "key" else None
+        routes["log"] = {"file": str(folder / "router.log")}
         text = json.dumps(routes, indent=2, sort_keys=True)
         return text, hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -16,6 +16,21 @@ are discarded and their failures never reach the caller. A request whose connect
 fails before any response is retried once on another instance (scoring is side-effect free), so
 that an instance shutting down during an update never fails a caller.
 
+Hostile input is refused before a body is read: for ``"keys_file"`` endpoints (``auth_mode: key``)
+the key is checked with the scoring service's own ``KeyChecker``, and a declared Content-Length
+above ``"max_body_bytes"`` is answered 413 at once (both with ``connection: close``, so the rest of
+an upload is never read). Bodies are streamed to the instance, never buffered whole; the limit is
+enforced while streaming (also for chunked bodies), and the instance's status and body are passed
+through (its own 413 stays a 413). A client that stops sending for ``BODY_IDLE_SECONDS`` gets 408.
+
+Design for mirrors and retries: while a body streams, a copy is kept only up to ``REPLAY_MAX_BYTES``
+(a tee with a cap). A body that fit is mirrored after the live request and can be replayed on the
+retry; a larger body is neither mirrored nor retried after it began to stream. Memory per request
+is thus bounded by that cap, whatever the body's size.
+
+Logging: ``"log": {"file": ..., "max_bytes": ..., "backups": ...}`` rotates the router's log by
+size; ``"access_log": true`` logs every proxied request (off by default).
+
 HTTP is served by uvicorn (uvloop + httptools) and forwarded with httpx's pooled async client.
 """
 
@@ -27,13 +42,18 @@ import hashlib
 import itertools
 import json
 import logging
+import logging.handlers
 import os
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from pipeline.errors import MlopsError
+from pipeline.server.auth import KeyChecker
 
 log = logging.getLogger("mlops.router")
 
@@ -41,6 +61,13 @@ READY_PATH = "/-/router/ready"
 PIN_HEADERS = (b"x-mlops-deployment", b"azureml-model-deployment")
 _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "host",
                 "proxy-connection", "content-length"}
+_REQUEST_HOP_HEADERS = _HOP_HEADERS - {"content-length"}  # the instance checks the declared size too
+_CLOSE = [(b"connection", b"close")]
+REPLAY_MAX_BYTES = 256 * 1024
+BODY_IDLE_SECONDS = 30.0
+MAX_CONCURRENT_REQUESTS = 512
+LOG_MAX_BYTES = 10 * 1024 * 1024
+LOG_BACKUPS = 3
 MAX_MIRRORS_IN_FLIGHT = 64
 RELOAD_SECONDS = 0.05
 
@@ -53,6 +80,9 @@ class Routes:
     backends: dict[str, list[str]]
     traffic: dict[str, int]
     mirror: dict[str, int]
+    keys_file: str | None = None
+    max_body_bytes: int | None = None
+    access_log: bool = False
 
     @classmethod
     def from_text(cls, text: str) -> Routes:
@@ -63,6 +93,9 @@ class Routes:
             backends=backends,
             traffic={d: w for d, w in data.get("traffic", {}).items() if w > 0 and d in backends},
             mirror={d: p for d, p in data.get("mirror", {}).items() if p > 0 and d in backends},
+            keys_file=data.get("keys_file"),
+            max_body_bytes=data.get("max_body_bytes"),
+            access_log=bool(data.get("access_log", False)),
         )
 
     def pick(self) -> str | None:
@@ -81,6 +114,7 @@ class Router:
         self._mtime = 0
         self._counters: dict[str, itertools.count] = {}
         self._mirrors: set[asyncio.Task] = set()
+        self._keys: KeyChecker | None = None
         self.client: httpx.AsyncClient | None = None
         self.reload()
 
@@ -91,12 +125,17 @@ class Router:
             if mtime == self._mtime:
                 return False
             text = self.config.read_text()
-            self.routes = Routes.from_text(text)
+            routes = Routes.from_text(text)
+            if routes.keys_file is None:
+                self._keys = None
+            elif self._keys is None or str(self._keys.path) != routes.keys_file:
+                self._keys = KeyChecker(Path(routes.keys_file))
+            self.routes = routes
             self._mtime = mtime
             log.info("routes %s: traffic %s mirror %s", self.routes.generation, self.routes.traffic,
                      self.routes.mirror)
             return True
-        except (OSError, ValueError, AttributeError, TypeError) as error:
+        except (OSError, ValueError, AttributeError, TypeError, MlopsError) as error:
             log.error("cannot read %s, keeping the previous routes: %s", self.config, error)
             return False
 
@@ -117,8 +156,22 @@ class Router:
         if scope["path"] == READY_PATH:
             await self._ready(send)
             return
-        body = await _read_body(receive)
-        routes = self.routes
+        routes, keys = self.routes, self._keys
+        headers_in = dict(scope["headers"])
+        if keys is not None and not keys.allows(headers_in.get(b"authorization")):
+            await _respond(send, 401, {"error": "missing or invalid key: send 'Authorization: Bearer <key>'"},
+                           _CLOSE)
+            return
+        limit = routes.max_body_bytes
+        declared = headers_in.get(b"content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                await _respond(send, 400, {"error": "Content-Length is not a number"}, _CLOSE)
+                return
+            if limit is not None and int(declared) > limit:
+                await _respond(send, 413, {"error": f"request body of {int(declared)} bytes exceeds the limit "
+                                                    f"of {limit} bytes"}, _CLOSE)
+                return
         pinned = next((v.decode() for k, v in scope["headers"] if k in PIN_HEADERS), None)
         if pinned is not None and pinned not in routes.backends:
             await _respond(send, 404, {"error": f"deployment '{pinned}' is not part of this endpoint"})
@@ -128,36 +181,50 @@ class Router:
             await _respond(send, 503, {"error": "the endpoint has no live traffic (all weights are 0)"})
             return
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]
-                   if k.decode("latin-1").lower() not in _HOP_HEADERS]
+                   if k.decode("latin-1").lower() not in _REQUEST_HOP_HEADERS]
         target = scope["raw_path"].decode("latin-1") if scope.get("raw_path") else scope["path"]
         if scope.get("query_string"):
             target += "?" + scope["query_string"].decode("latin-1")
-        if pinned is None:
-            self._mirror(routes, scope["method"], target, headers, body)
-        await self._forward(send, deployment, scope["method"], target, headers, body)
+        body = _Body(receive, limit)
+        start = time.perf_counter()
+        status = await self._forward(send, deployment, scope["method"], target, headers, body)
+        if routes.access_log:
+            log.info("%s %s -> %s %d %.1f ms", scope["method"], target, deployment, status,
+                     (time.perf_counter() - start) * 1000)
+        if pinned is None and body.complete is not None:
+            self._mirror(routes, scope["method"], target, headers, body.complete)
 
-    async def _forward(self, send, deployment, method, target, headers, body) -> None:
+    async def _forward(self, send, deployment, method, target, headers, body: _Body) -> int:
         failed_url = None
         for attempt in range(2):
             url = self._instance(deployment, skip=failed_url)
             try:
-                response = await self.client.request(method, url + target, headers=headers, content=body)
-            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as error:
+                response = await self.client.request(method, url + target, headers=headers, content=body.content())
+            except BodyTooLarge as error:
+                return await _respond(send, 413, {"error": str(error)}, _CLOSE)
+            except ClientStalled as error:
+                return await _respond(send, 408, {"error": str(error)}, _CLOSE)
+            except ClientGone:
+                return 499
+            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as error:
                 failed_url = url
                 log.warning("backend %s of %s failed (%s), attempt %d", url, deployment, error, attempt + 1)
+                if not body.replayable:
+                    break
                 deployment = self._fallback(deployment)
                 continue
             except httpx.TimeoutException:
-                await _respond(send, 504, {"error": f"deployment '{deployment}' did not answer in time"})
-                return
+                return await _respond(send, 504, {"error": f"deployment '{deployment}' did not answer in time"})
             out = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()
                    if k.lower() not in _HOP_HEADERS]
             out.append((b"x-mlops-deployment", deployment.encode()))
             out.append((b"content-length", str(len(response.content)).encode()))
+            if not body.finished:  # the instance answered before the whole body: never read the rest
+                out.extend(_CLOSE)
             await send({"type": "http.response.start", "status": response.status_code, "headers": out})
             await send({"type": "http.response.body", "body": response.content})
-            return
-        await _respond(send, 502, {"error": f"deployment '{deployment}' is unreachable"})
+            return response.status_code
+        return await _respond(send, 502, {"error": f"deployment '{deployment}' is unreachable"}, _CLOSE)
 
     def _fallback(self, deployment: str) -> str:
         """After a failed attempt: the same deployment if it is still routed, else a fresh pick."""
@@ -208,35 +275,99 @@ class Router:
             self.reload()
 
 
-async def _read_body(receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks)
+class BodyTooLarge(Exception):
+    """The streamed body went past the endpoint's limit (answered 413)."""
 
 
-async def _respond(send, status: int, payload: dict[str, Any]) -> None:
+class ClientStalled(Exception):
+    """The client stopped sending its body (answered 408)."""
+
+
+class ClientGone(Exception):
+    """The client disconnected mid-body (nobody to answer)."""
+
+
+class _Body:
+    """A request body streamed from the ASGI ``receive``, counted against ``limit``, with a copy kept
+    while it stays under ``REPLAY_MAX_BYTES`` (for the retry and the mirrors)."""
+
+    def __init__(self, receive, limit: int | None):
+        self.receive, self.limit = receive, limit
+        self.size = 0
+        self.started = self.finished = False
+        self._kept: list[bytes] | None = []
+
+    @property
+    def complete(self) -> bytes | None:
+        """The whole body when it was read to its end and kept, else None."""
+        return b"".join(self._kept) if self.finished and self._kept is not None else None
+
+    @property
+    def replayable(self) -> bool:
+        return not self.started or self.complete is not None
+
+    def content(self):
+        return self._stream() if not self.started else self.complete
+
+    async def _stream(self):
+        self.started = True
+        while not self.finished:
+            try:
+                message = await asyncio.wait_for(self.receive(), BODY_IDLE_SECONDS)
+            except TimeoutError:
+                raise ClientStalled(f"no body data for {BODY_IDLE_SECONDS:g} s") from None
+            if message["type"] == "http.disconnect":
+                raise ClientGone()
+            chunk = message.get("body", b"")
+            self.size += len(chunk)
+            if self.limit is not None and self.size > self.limit:
+                self._kept = None
+                raise BodyTooLarge(f"request body exceeds the limit of {self.limit} bytes")
+            if self._kept is not None:
+                self._kept.append(chunk)
+                if self.size > REPLAY_MAX_BYTES:
+                    self._kept = None
+            self.finished = not message.get("more_body")
+            if chunk:
+                yield chunk
+
+
+async def _respond(send, status: int, payload: dict[str, Any], headers: list = ()) -> int:
     body = json.dumps(payload).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
+                            (b"content-length", str(len(body)).encode()), *headers]})
     await send({"type": "http.response.body", "body": body})
+    return status
+
+
+def _configure_logging(data: dict) -> None:
+    """To the configured file, rotated by size (``"log"``), or to stderr."""
+    settings = data.get("log") or {}
+    level = os.environ.get("MLOPS_LOG_LEVEL", "INFO")
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.get("file"):
+        handler: logging.Handler = logging.handlers.RotatingFileHandler(
+            settings["file"], maxBytes=int(settings.get("max_bytes", LOG_MAX_BYTES)),
+            backupCount=int(settings.get("backups", LOG_BACKUPS)))
+    else:
+        handler = logging.StreamHandler()
+    handler.setFormatter(formatter)
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs every request at INFO: an access log
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.targets.router")
     parser.add_argument("--config", type=Path, required=True)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("MLOPS_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     data = json.loads(args.config.read_text())
+    _configure_logging(data)
     import uvicorn
 
     uvicorn.run(Router(args.config), host=data.get("host", "127.0.0.1"), port=data["port"],
-                loop="uvloop", http="httptools", access_log=False, log_level="warning",
-                timeout_graceful_shutdown=30)
+                loop="uvloop", http="httptools", access_log=False, log_level="warning", log_config=None,
+                limit_concurrency=MAX_CONCURRENT_REQUESTS, timeout_graceful_shutdown=30)
 
 
 if __name__ == "__main__":
