@@ -300,14 +300,18 @@ class LocalTarget:
 
     def _routes(self, endpoint: str) -> tuple[str, str]:
         """The router's routes as the records say (file text) and their generation."""
-        record = _read(self._endpoint_dir(endpoint) / "endpoint.json") or {}
+        folder = self._endpoint_dir(endpoint)
+        record = _read(folder / "endpoint.json") or {}
+        deployments = self._deployments(endpoint)
         backends = {name: [f"http://{HOST}:{i['port']}" for i in state.get("instances", [])]
-                    for name, state in self._deployments(endpoint).items()}
+                    for name, state in deployments.items()}
+        limits = [state["max_body_bytes"] for state in deployments.values() if state.get("max_body_bytes")]
         routes = {"endpoint": endpoint, "host": HOST, "port": record.get("port"), "backends": backends,
-                  "traffic": record.get("traffic", {}), "mirror": record.get("mirror", {})}
-        # router hardening: it checks keys itself and rotates its own log (see pipeline.targets.router)
-        routes["keys_file"] = str(self.keys_file(endpoint)) if record.get("auth_mode") == "key" else None
-        routes["log"] = {"file": str(folder / "router.log")}
+                  "traffic": record.get("traffic", {}), "mirror": record.get("mirror", {}),
+                  # the router checks keys and sizes before any body is read, and rotates its own log
+                  "keys_file": str(self.keys_file(endpoint)) if record.get("auth_mode") == "key" else None,
+                  "max_body_bytes": max(limits) if limits else None,
+                  "log": {"file": str(folder / "router.log")}}
         text = json.dumps(routes, indent=2, sort_keys=True)
         return text, hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -383,6 +387,7 @@ class LocalTarget:
                 f"Last lines of its log:\n{tail}")
         state = {"model": request.model.ref, "model_digest": request.model.digest, "image": request.image,
                  "environment": deployment.environment, "settings_digest": request.settings_digest,
+                 "max_body_bytes": deployment.request_settings.max_body_bytes,
                  "instances": new, "updated": _now()}
         _write(path, state)  # commit: from here on, the new instances are the deployment
         self._switch(endpoint)  # the router sends no new request to the old instances

@@ -64,3 +64,16 @@ def test_named_columns_are_matched_by_the_baseline_header(repo):
     unknown = httpx.post(f"{url}/score", json={"input_data": {"columns": ["a", "b", "c", "d"], "data": rows}},
                          headers=headers, timeout=10)
     assert unknown.status_code == 400 and "a" in unknown.text
+
+
+def test_the_endpoint_refuses_a_body_over_the_deployments_limit_before_reading_it(repo):
+    spec = (repo.root / "mlops.yaml").read_text()
+    (repo.root / "mlops.yaml").write_text(spec.replace(
+        "        data_collector: {sampling_rate: 1.0}\n",
+        "        data_collector: {sampling_rate: 1.0}\n        request_settings: {max_body_bytes: 4096}\n"))
+    repo.mlops("apply", "--yes")
+    url, headers = repo.endpoint()
+    big = httpx.post(f"{url}/score", content=b"x" * 100_000, headers={**headers, "content-type": "application/json"},
+                     timeout=10)
+    assert big.status_code == 413
+    assert repo.score(IRIS_ROWS).status_code == 200
