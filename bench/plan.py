@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pipeline.plan import reconcile
 from pipeline.registry import LocalRegistry
-from pipeline.spec import load
+from pipeline.spec.loader import load
 from pipeline.state import Actual, ObservedDeployment, ObservedEndpoint, RegisteredModel
 from pipeline.targets.base import settings_digest
 

@@ -21,8 +21,8 @@ from typing import Any, Protocol
 from pipeline.apply.journal import Journal
 from pipeline.errors import MlopsError, ReferenceNotFound, TargetError
 from pipeline.spec.checks import VAR_REF
-from pipeline.spec.model import Spec
-from pipeline.targets.base import DeployRequest, ResolvedModel, Target, settings_digest
+from pipeline.spec.model import Spec, settings_digest
+from pipeline.targets.base import DeployRequest, ResolvedModel, Target
 
 RETRIES = 3
 BACKOFF_SECONDS = 0.5

@@ -189,6 +189,7 @@ def apply(app: App, plan_file: Path | None, yes: bool, prune: bool | None, targe
 def status(app: App, fmt: str) -> None:
     """Endpoints, URLs, deployments, model versions, health and traffic, as they run now."""
     from pipeline.cli.wiring import make_targets, used_targets
+    from pipeline.spec.model import ModelRef
 
     spec = app.spec()
     adapters = make_targets(spec, app.state_dir())
@@ -198,9 +199,10 @@ def status(app: App, fmt: str) -> None:
         for endpoint in endpoints:
             mine = [d for d in deployments if d.endpoint == endpoint.name]
             main = max(mine, key=lambda d: endpoint.traffic.get(d.name, 0), default=None)
+            served_model = ModelRef.parse(main.model).name if main else None
             rows.append({"endpoint": endpoint.name, "target": name, "url": endpoint.url,
                          "scoring_uri": f"{endpoint.url}/score",
-                         "oip_uri": f"{endpoint.url}/v2/models/{main.model.rpartition(':')[0]}/infer" if main else None,
+                         "oip_uri": f"{endpoint.url}/v2/models/{served_model}/infer" if main else None,
                          "status": endpoint.status, "auth_mode": endpoint.auth_mode, "drift": list(endpoint.drift),
                          "deployments": [
                              {"name": d.name, "model": d.model, "status": d.status,

@@ -10,7 +10,7 @@ import hashlib
 from pathlib import Path
 
 from pipeline.errors import MlopsError
-from pipeline.spec.model import Spec
+from pipeline.spec.model import ModelRef, Spec
 from pipeline.state import Actual, RegisteredModel
 from pipeline.targets.base import Target
 
@@ -145,6 +145,6 @@ def record_usage(registry, serving: dict[str, dict]) -> None:
     """Tell the registry which versions live deployments use (they cannot be deleted)."""
     usage = {}
     for key, state in serving.items():
-        model, _, version = state["model"].rpartition(":")
-        usage[key] = (model, int(version))
+        ref = ModelRef.parse(state["model"])
+        usage[key] = (ref.name, ref.version)
     registry.set_usage(usage)

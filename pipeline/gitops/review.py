@@ -36,7 +36,7 @@ def _digest(files: dict[str, bytes]) -> str | None:
 
 
 def _spec_at(repo, ref: str, spec_path: str):
-    from pipeline.spec import load
+    from pipeline.spec.loader import load
 
     try:
         commit = repo.commit(ref)

@@ -14,9 +14,8 @@ from datetime import UTC, datetime
 
 from pipeline.errors import ReferenceNotFound
 from pipeline.plan.model import Plan, Step, changed_fields, image_ref, normalize, venv_ref
-from pipeline.spec.model import Deployment, Endpoint, Spec
+from pipeline.spec.model import Deployment, Endpoint, Spec, settings_digest
 from pipeline.state import RUNNING, Actual, ObservedDeployment
-from pipeline.targets.base import settings_digest
 
 BUILDING_TARGETS = ("docker", "kubernetes")
 

@@ -6,9 +6,11 @@ These are plain values: the planner compares them, the targets receive them. Sec
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 FLAVORS = ("sklearn", "onnx", "python", "mlflow")
@@ -168,7 +170,18 @@ class Spec:
         carries it as a label, and every cleanup matches it, so two projects with identically
         named targets on one engine never touch each other's objects.
         """
-        import hashlib
-
         identity = f"{self.root.resolve()}\0{self.registry_path()}"
         return hashlib.sha256(identity.encode()).hexdigest()[:16]
+
+
+def settings_digest(endpoint: Endpoint, deployment: Deployment) -> str:
+    """Fingerprint of the settings that require restarting a deployment when they change.
+
+    Secrets are fingerprinted as their ``${VAR}`` references, never their values.
+    """
+    data = asdict(deployment)
+    for key in ("name", "endpoint", "model", "environment"):
+        data.pop(key)
+    data["auth_mode"] = endpoint.auth_mode
+    text = json.dumps(data, sort_keys=True, default=str)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -8,8 +8,6 @@ still serving), switch the endpoint's router, then stop the old ones.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,19 +44,6 @@ class DeployRequest:
     settings_digest: str = ""
     interpreter: Path | None = None  # local target: the environment's Python (None: the one running mlops)
     baseline: str | None = None  # the model's baseline CSV, relative to its folder (its header names the columns)
-
-
-def settings_digest(endpoint: Endpoint, deployment: Deployment) -> str:
-    """Fingerprint of the settings that require restarting a deployment when they change.
-
-    Secrets are fingerprinted as their ``${VAR}`` references, never their values.
-    """
-    data = asdict(deployment)
-    for key in ("name", "endpoint", "model", "environment"):
-        data.pop(key)
-    data["auth_mode"] = endpoint.auth_mode
-    text = json.dumps(data, sort_keys=True, default=str)
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class Target(Protocol):

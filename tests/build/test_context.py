@@ -13,7 +13,7 @@ from pipeline.build.base import apt_mirror, base_tag
 from pipeline.build.progress import BuildProgress
 from pipeline.build.wheels import pip_errors, wheels_key
 from pipeline.errors import BuildError, MlopsError
-from pipeline.spec import load
+from pipeline.spec.loader import load
 
 SPEC = """\
 version: 1

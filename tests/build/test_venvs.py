@@ -15,7 +15,7 @@ import pytest
 
 from pipeline.build.venvs import MARKER, VenvBuilder, environment_digest
 from pipeline.errors import BuildError
-from pipeline.spec import load
+from pipeline.spec.loader import load
 
 SPEC = """\
 version: 1
@@ -97,7 +97,7 @@ KILLED_BUILD = """
 import sys
 from pathlib import Path
 from pipeline.build.venvs import VenvBuilder
-from pipeline.spec import load
+from pipeline.spec.loader import load
 VenvBuilder(load(Path(sys.argv[1])), Path(sys.argv[2])).build("small", {})
 """
 

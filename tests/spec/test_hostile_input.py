@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from pipeline.cli.main import cli
 from pipeline.errors import MlopsError, SpecError
-from pipeline.spec import load
+from pipeline.spec.loader import load
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from pipeline.cli.main import cli
 from pipeline.errors import SpecError
-from pipeline.spec import load
+from pipeline.spec.loader import load
 
 CORPUS = Path(__file__).parent / "invalid"
 CASES = sorted(CORPUS.glob("*.yaml"))

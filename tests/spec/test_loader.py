@@ -13,7 +13,8 @@ from click.testing import CliRunner
 
 from pipeline.cli.main import cli
 from pipeline.errors import SpecError
-from pipeline.spec import ModelRef, load
+from pipeline.spec.loader import load
+from pipeline.spec.model import ModelRef
 
 REPO = Path(__file__).resolve().parents[2]
 
