@@ -21,8 +21,8 @@ from pathlib import Path
 from pipeline.plan import reconcile
 from pipeline.registry import LocalRegistry
 from pipeline.spec.loader import load
+from pipeline.spec.model import settings_digest
 from pipeline.state import Actual, ObservedDeployment, ObservedEndpoint, RegisteredModel
-from pipeline.targets.base import settings_digest
 
 
 def generate(root: Path, count: int) -> None:

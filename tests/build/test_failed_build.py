@@ -9,7 +9,7 @@ import pytest
 from pipeline.build import ImageBuilder
 from pipeline.build.base import default_base
 from pipeline.errors import BuildError
-from pipeline.spec import load
+from pipeline.spec.loader import load
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 

@@ -9,8 +9,8 @@ import pytest
 from pipeline.errors import MlopsError, ReferenceNotFound
 from pipeline.plan import Plan, image_ref, reconcile, render_markdown, render_text
 from pipeline.spec.loader import load
+from pipeline.spec.model import settings_digest
 from pipeline.state import STOPPED, Actual, ObservedDeployment, ObservedEndpoint, RegisteredModel
-from pipeline.targets.base import settings_digest
 
 SPEC = """\
 version: 1
