@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 import re
 import sys
-import uuid
 from pathlib import Path
 
 import click
 
 from pipeline.cli.context import App, pass_app
-from pipeline.errors import MlopsError, StalePlanError
+from pipeline.errors import MlopsError
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
 
@@ -34,18 +33,16 @@ def _target_filter(values: tuple[str, ...]) -> set[str] | None:
     return set(values) or None
 
 
-def make_plan(app: App, prune: bool | None, targets: tuple[str, ...]):
-    """Observe everything and reconcile it with mlops.yaml (no change is made)."""
-    from pipeline.cli.wiring import make_builder, make_targets, observe, spec_digest
-    from pipeline.plan import reconcile
+def deployer(app: App):
+    """The apply service for this file, with the adapters it names."""
+    from pipeline.apply.service import Deployer
+    from pipeline.cli.wiring import make_builder, make_targets
+    from pipeline.gitops.lineage import read_lineage
 
     spec = app.spec()
-    adapters = make_targets(spec, app.state_dir())
-    builder = make_builder(spec, app.state_dir())
-    actual = observe(spec, app.registry(), adapters, builder)
-    plan = reconcile(spec, actual, prune=prune, targets=_target_filter(targets),
-                     spec_digest=spec_digest(spec, Path(app.file)))
-    return plan, adapters, builder
+    return Deployer(spec, Path(app.file), app.registry(), make_targets(spec, app.state_dir()),
+                    make_builder(spec, app.state_dir()), app.state_dir(),
+                    lineage=lambda: read_lineage(spec.root, [Path(app.file)]).to_dict())
 
 
 def _render(plan, fmt: str) -> str:
@@ -72,7 +69,7 @@ def _render(plan, fmt: str) -> str:
 def plan(app: App, out: Path | None, fmt: str, detailed_exitcode: bool, prune: bool | None,
          targets: tuple[str, ...], base: str | None) -> None:
     """Show what apply would change: register → build → deploy/update → traffic → delete."""
-    result, _, _ = make_plan(app, prune, targets)
+    result = deployer(app).plan(prune, targets)
     if base:
         from pipeline.gitops.review import base_section
 
@@ -123,64 +120,24 @@ def _progress(step, status: str, detail: str) -> None:
 def apply(app: App, plan_file: Path | None, yes: bool, prune: bool | None, targets: tuple[str, ...],
           lock_timeout: str, require_clean: bool) -> None:
     """Make the deployed state match mlops.yaml (or apply exactly a saved plan)."""
-    from pipeline.apply.executor import Executor
-    from pipeline.apply.journal import Journal
-    from pipeline.apply.ledger import Ledger
-    from pipeline.apply.lock import StateLock
-    from pipeline.cli.wiring import record_usage, served, spec_digest
-    from pipeline.gitops.lineage import read_lineage
+    from pipeline.apply.service import Reporter
     from pipeline.gitops.lineage import require_clean as check_clean
     from pipeline.plan import Plan
 
-    spec = app.spec()
     if require_clean:
-        check_clean(spec.root)
-    state_dir = app.state_dir()
-    with StateLock(state_dir, notice=click.echo).acquire(parse_duration(lock_timeout)):
-        interrupted = Journal.interrupted(state_dir / "journal")  # read under the lock: no apply runs now
-        if interrupted:
-            click.echo(f"A previous apply ({interrupted['apply']}) was interrupted during "
-                       f"{interrupted['step'] or 'start-up'}; planning again from the observed state.")
-        saved = Plan.from_json(plan_file.read_text()) if plan_file is not None else None
-        if saved is not None:  # plan again exactly as the saved plan was made
-            prune, targets = saved.prune or None, saved.target_filter
-        current, adapters, builder = make_plan(app, prune, targets)
-        if saved is not None:
-            if saved.spec_digest != spec_digest(spec, Path(app.file)):
-                raise StalePlanError(f"{plan_file} was made for a different {app.file}; it changed since. "
-                                     "Run mlops plan again")
-            if saved.state_digest != current.state_digest:
-                raise StalePlanError(f"{plan_file} is stale: the registry or the deployments changed since "
-                                     "it was made. Run mlops plan again")
-            if json.loads(saved.to_json())["steps"] != json.loads(current.to_json())["steps"]:
-                raise StalePlanError(f"{plan_file} holds other steps than mlops plans for this file and state "
-                                     "(was it edited?); only a plan made by mlops plan is applied. Run mlops plan "
-                                     "again")
-            # what runs is the plan computed now, which the saved one was checked to equal
-        # a saved plan was shown when it was made: say which one runs, not all of it again
-        click.echo(f"Applying {plan_file}: {current.summary()}" if saved is not None else _render(current, "text"))
-        if not current.has_changes:
-            record_usage(app.registry(), served(spec, adapters))  # settle what an interrupted apply protected
-            return
-        if plan_file is None:
-            _confirm(current, yes)
-        apply_id = uuid.uuid4().hex[:12]
-        journal = Journal(state_dir / "journal", apply_id)
-        journal.record("begin", plan=json.loads(current.to_json())["summary"])
-        lineage = read_lineage(spec.root, [Path(app.file)]).to_dict()
-        executor = Executor(spec, app.registry(), adapters, builder, journal, _progress, lineage)
-        outcome = executor.run(current.steps)
-        serving = served(spec, adapters)
-        record_usage(app.registry(), serving)
-        if builder is not None and not outcome.error:
-            builder.collect_garbage(spec, serving)
-        Ledger(spec.registry_path()).record(
-            commit=lineage.get("commit"), author=lineage.get("author"), summary=current.summary(),
-            outcome="failed" if outcome.error else "ok", served=serving)
-        journal.close("failed" if outcome.error else "ok")
-        if outcome.error:
-            raise outcome.error
-        click.secho(f"Apply complete: {len(outcome.done)} step(s) done.", fg="green")
+        check_clean(app.spec().root)
+    saved = Plan.from_json(plan_file.read_text()) if plan_file is not None else None
+    # a saved plan was shown when it was made: say which one runs, not all of it again
+    show = (lambda plan, _: click.echo(f"Applying {plan_file}: {plan.summary()}")) if saved is not None else \
+        (lambda plan, _: click.echo(_render(plan, "text")))
+    applied = deployer(app).apply(
+        saved, saved_name=str(plan_file), prune=prune, targets=targets, lock_timeout=parse_duration(lock_timeout),
+        report=Reporter(notice=click.echo, plan=show, confirm=lambda plan: _confirm(plan, yes), progress=_progress))
+    if applied.outcome is None:
+        return
+    if applied.outcome.error:
+        raise applied.outcome.error
+    click.secho(f"Apply complete: {len(applied.outcome.done)} step(s) done.", fg="green")
 
 
 @click.command()
@@ -188,7 +145,8 @@ def apply(app: App, plan_file: Path | None, yes: bool, prune: bool | None, targe
 @pass_app
 def status(app: App, fmt: str) -> None:
     """Endpoints, URLs, deployments, model versions, health and traffic, as they run now."""
-    from pipeline.cli.wiring import make_targets, used_targets
+    from pipeline.apply.observe import used_targets
+    from pipeline.cli.wiring import make_targets
     from pipeline.spec.model import ModelRef
 
     spec = app.spec()
@@ -236,46 +194,21 @@ def status(app: App, fmt: str) -> None:
 @pass_app
 def destroy(app: App, yes: bool, purge_data: bool, lock_timeout: str) -> None:
     """Stop every endpoint and deployment that mlops.yaml manages (registered models are kept)."""
-    import shutil
+    from pipeline.apply.service import Reporter
 
-    from pipeline.apply.ledger import Ledger
-    from pipeline.apply.lock import StateLock
-    from pipeline.cli.wiring import make_targets, record_usage, served, used_targets
-    from pipeline.gitops.lineage import read_lineage
-
-    spec = app.spec()
-    adapters = make_targets(spec, app.state_dir())
-    names = [(t, e) for t in sorted(used_targets(spec) & set(adapters)) for e in spec.endpoints
-             if spec.endpoints[e].target == t]
+    service = deployer(app)
+    names = [endpoint for _, endpoint in service.managed_endpoints()]
     if not names:
         click.echo("Nothing to destroy.")
         return
-    click.echo("Will delete endpoints: " + ", ".join(e for _, e in names)
-               + (" and the data they collected" if purge_data else ""))
+    click.echo("Will delete endpoints: " + ", ".join(names) + (" and the data they collected" if purge_data else ""))
     if not yes:
         if not sys.stdin.isatty():
             raise MlopsError("destroy needs confirmation; pass --yes")
         if not click.confirm("Destroy them?", default=False):
             raise MlopsError("destroy cancelled")
-    data = app.state_dir() / "data"
-    with StateLock(app.state_dir(), "destroy", notice=click.echo).acquire(parse_duration(lock_timeout)):
-        for target, endpoint in names:
-            adapters[target].delete_endpoint(endpoint)
-            click.echo(f"  - deleted endpoint {endpoint}")
-            collected = data / endpoint
-            if collected.exists() and purge_data:
-                shutil.rmtree(collected)
-                click.echo(f"  - deleted the data it collected ({collected})")
-            elif collected.exists():
-                click.echo(f"    kept the data it collected in {collected} (mlops monitor {endpoint} reads it; "
-                           "--purge-data deletes it)")
-        serving = served(spec, adapters)
-        record_usage(app.registry(), serving)
-        lineage = read_lineage(spec.root, [Path(app.file)]).to_dict()
-        Ledger(spec.registry_path()).record(
-            commit=lineage.get("commit"), author=lineage.get("author"),
-            summary="Destroyed endpoints: " + ", ".join(e for _, e in names), outcome="destroyed", served=serving,
-            acted_on=tuple(e for _, e in names))
+    service.destroy(purge_data=purge_data, lock_timeout=parse_duration(lock_timeout),
+                    report=Reporter(notice=click.echo))
 
 
 @click.command()

@@ -33,8 +33,9 @@ def base(host: str | None) -> None:
 @pass_app
 def gc(app: App, keep: int) -> None:
     """Remove this project's environment images that no deployment serves (older than the newest --keep)."""
+    from pipeline.apply.observe import served
     from pipeline.build import ImageBuilder, collect_garbage
-    from pipeline.cli.wiring import make_targets, served
+    from pipeline.cli.wiring import make_targets
 
     spec = app.spec()
     builder = ImageBuilder(spec, app.state_dir())

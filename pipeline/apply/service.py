@@ -1,0 +1,150 @@
+"""What ``plan``, ``apply`` and ``destroy`` do, apart from how a command asks and prints.
+
+``Deployer`` owns the rules that keep the state safe: one operation at a time (the state lock),
+every step journaled, a saved plan applied only when it equals the plan made now, the registry
+told which versions serve (they cannot be deleted), every apply and destroy recorded in the
+ledger, and built environments nothing serves collected. It reports through a ``Reporter``
+(callbacks), so the CLI, a test or another front end decides what to show and whether to go on.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.apply.executor import Executor, Outcome
+from pipeline.apply.journal import Journal
+from pipeline.apply.ledger import Ledger
+from pipeline.apply.lock import StateLock
+from pipeline.apply.observe import observe, record_usage, served, spec_digest, used_targets
+from pipeline.errors import StalePlanError
+from pipeline.plan import Plan, reconcile
+from pipeline.spec.model import Spec
+from pipeline.targets.base import Target
+
+
+def _ignore(*args: Any) -> None:
+    return None
+
+
+@dataclass
+class Reporter:
+    """How the service speaks to its caller; every callback is optional."""
+
+    notice: Callable[[str], None] = _ignore  # a sentence worth showing (lock taken over, data kept)
+    plan: Callable[[Plan, bool], None] = _ignore  # the plan about to run (True: a saved plan)
+    confirm: Callable[[Plan], None] = _ignore  # raise to cancel before anything changes
+    progress: Callable[[Any, str, str], None] = _ignore  # (step, "start"|"done"|"failed"|"retry", detail)
+
+
+@dataclass
+class Applied:
+    plan: Plan
+    outcome: Outcome | None  # None: nothing to do
+
+
+class Deployer:
+    def __init__(self, spec: Spec, spec_file: Path, registry, targets: Mapping[str, Target], builder,
+                 state_dir: Path, lineage: Callable[[], Mapping[str, Any]] = dict):
+        self.spec, self.spec_file, self.registry = spec, spec_file, registry
+        self.targets, self.builder, self.state_dir = targets, builder, state_dir
+        self.lineage = lineage  # the commit and author of the desired state (read only when recorded)
+
+    # -- plan ------------------------------------------------------------------------------
+
+    def plan(self, prune: bool | None = None, targets: tuple[str, ...] = ()) -> Plan:
+        """Observe everything and reconcile it with the spec (nothing is changed)."""
+        actual = observe(self.spec, self.registry, self.targets, self.builder)
+        return reconcile(self.spec, actual, prune=prune, targets=set(targets) or None,
+                         spec_digest=spec_digest(self.spec, self.spec_file))
+
+    def _check_saved(self, saved: Plan, current: Plan, name: str) -> None:
+        """A saved plan runs only while it is exactly what mlops would plan now."""
+        if saved.spec_digest != current.spec_digest:
+            raise StalePlanError(f"{name} was made for a different {self.spec.file}; it changed since. "
+                                 "Run mlops plan again")
+        if saved.state_digest != current.state_digest:
+            raise StalePlanError(f"{name} is stale: the registry or the deployments changed since it was made. "
+                                 "Run mlops plan again")
+        if json.loads(saved.to_json())["steps"] != json.loads(current.to_json())["steps"]:
+            raise StalePlanError(f"{name} holds other steps than mlops plans for this file and state (was it "
+                                 "edited?); only a plan made by mlops plan is applied. Run mlops plan again")
+
+    # -- apply -----------------------------------------------------------------------------
+
+    def apply(self, saved: Plan | None = None, *, saved_name: str = "the saved plan", prune: bool | None = None,
+              targets: tuple[str, ...] = (), lock_timeout: float = 30.0,
+              report: Reporter | None = None) -> Applied:
+        """Plan under the lock (or check a saved plan), then carry it out step by step."""
+        report = report or Reporter()
+        with StateLock(self.state_dir, notice=report.notice).acquire(lock_timeout):
+            interrupted = Journal.interrupted(self.state_dir / "journal")  # under the lock: no apply runs now
+            if interrupted:
+                report.notice(f"A previous apply ({interrupted['apply']}) was interrupted during "
+                              f"{interrupted['step'] or 'start-up'}; planning again from the observed state.")
+            if saved is not None:  # plan again exactly as the saved plan was made
+                prune, targets = saved.prune or None, saved.target_filter
+            current = self.plan(prune, targets)
+            if saved is not None:
+                self._check_saved(saved, current, saved_name)
+            report.plan(current, saved is not None)
+            if not current.has_changes:
+                record_usage(self.registry, served(self.spec, self.targets))  # settle what a crash protected
+                return Applied(current, None)
+            if saved is None:
+                report.confirm(current)
+            return Applied(current, self._execute(current, report))
+
+    def _execute(self, plan: Plan, report: Reporter) -> Outcome:
+        journal = Journal(self.state_dir / "journal", uuid.uuid4().hex[:12])
+        journal.record("begin", plan=json.loads(plan.to_json())["summary"])
+        lineage = dict(self.lineage())
+        outcome = Executor(self.spec, self.registry, self.targets, self.builder, journal, report.progress,
+                           lineage).run(plan.steps)
+        serving = served(self.spec, self.targets)
+        record_usage(self.registry, serving)
+        if self.builder is not None and not outcome.error:
+            self.builder.collect_garbage(self.spec, serving)
+        Ledger(self.spec.registry_path()).record(
+            commit=lineage.get("commit"), author=lineage.get("author"), summary=plan.summary(),
+            outcome="failed" if outcome.error else "ok", served=serving)
+        journal.close("failed" if outcome.error else "ok")
+        return outcome
+
+    # -- destroy ---------------------------------------------------------------------------
+
+    def managed_endpoints(self) -> list[tuple[str, str]]:
+        """(target, endpoint) for every endpoint of the file on a target this mlops can reach."""
+        return [(target, name) for target in sorted(used_targets(self.spec) & set(self.targets))
+                for name in sorted(self.spec.endpoints) if self.spec.endpoints[name].target == target]
+
+    def destroy(self, *, purge_data: bool = False, lock_timeout: float = 30.0,
+                report: Reporter | None = None) -> list[str]:
+        """Stop every endpoint the file manages (models stay registered); returns their names."""
+        report = report or Reporter()
+        names = self.managed_endpoints()
+        data = self.state_dir / "data"
+        with StateLock(self.state_dir, "destroy", notice=report.notice).acquire(lock_timeout):
+            for target, endpoint in names:
+                self.targets[target].delete_endpoint(endpoint)
+                report.notice(f"  - deleted endpoint {endpoint}")
+                collected = data / endpoint
+                if collected.exists() and purge_data:
+                    shutil.rmtree(collected)
+                    report.notice(f"  - deleted the data it collected ({collected})")
+                elif collected.exists():
+                    report.notice(f"    kept the data it collected in {collected} (mlops monitor {endpoint} "
+                                  "reads it; --purge-data deletes it)")
+            serving = served(self.spec, self.targets)
+            record_usage(self.registry, serving)
+            lineage = dict(self.lineage())
+            Ledger(self.spec.registry_path()).record(
+                commit=lineage.get("commit"), author=lineage.get("author"),
+                summary="Destroyed endpoints: " + ", ".join(e for _, e in names), outcome="destroyed",
+                served=serving, acted_on=tuple(e for _, e in names))
+        return [e for _, e in names]
