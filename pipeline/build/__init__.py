@@ -34,6 +34,7 @@ from pipeline.build.wheels import cached_wheels, pip_errors
 from pipeline.errors import BuildError, MlopsError
 from pipeline.plan.model import image_ref
 from pipeline.spec.model import Environment, Spec
+from pipeline.spec.target_kinds import EnvironmentKind
 
 SLIM_BASE = "python:{python}-slim"
 SERVICE_PACKAGES = ("starlette", "uvicorn", "uvloop", "httptools", "prometheus-client", "orjson", "numpy",
@@ -193,9 +194,10 @@ class ImageBuilder:
         return list(dict.fromkeys(target.host for target in targets)) or [None]
 
     def targets(self, data=None) -> list:
-        """The docker targets endpoints use (those a build step's settings match, when given)."""
+        """The image-building targets endpoints use (those a build step's settings match, when given)."""
         used = {endpoint.target for endpoint in self.spec.endpoints.values()}
-        found = [self.spec.targets[name] for name in sorted(used) if self.spec.targets[name].type == "docker"]
+        found = [self.spec.targets[name] for name in sorted(used)
+                 if self.spec.targets[name].kind.environment is EnvironmentKind.IMAGE]
         if data is not None:
             found = [t for t in found if t.base_image == data.get("base_image")
                      and t.image_repository == data.get("repository")]
@@ -215,7 +217,7 @@ class ImageBuilder:
         wanted: dict[str, set] = {}
         for endpoint in spec.endpoints.values():
             target = spec.targets[endpoint.target]
-            if target.type == "local":
+            if target.kind.environment is not EnvironmentKind.IMAGE:
                 continue
             for deployment in endpoint.deployments.values():
                 digest = self.context(deployment.environment, target.base_image).digest()

@@ -37,6 +37,7 @@ from pipeline.build import service_requirements
 from pipeline.errors import BuildError
 from pipeline.plan.model import venv_ref
 from pipeline.spec.model import Spec
+from pipeline.spec.target_kinds import EnvironmentKind
 
 ENVS_DIR = "envs"
 MARKER = "mlops-venv.json"  # written last: its presence means the venv is complete
@@ -173,16 +174,17 @@ class VenvBuilder:
     # -- observe ---------------------------------------------------------------------------
 
     def observe(self, spec: Spec) -> tuple[dict[str, dict[str, str]], frozenset[str]]:
-        """({"local": {env: digest}}, refs of complete venvs) for environments local deployments use."""
+        """({target type: {env: digest}}, refs of complete venvs) for the environments of venv targets."""
         digests: dict[str, dict[str, str]] = {}
         wanted = []
         for endpoint in spec.endpoints.values():
-            if spec.targets[endpoint.target].type != "local":
+            target = spec.targets[endpoint.target]
+            if target.kind.environment is not EnvironmentKind.VENV:
                 continue
             for deployment in endpoint.deployments.values():
                 if deployment.environment is None:
                     continue
-                local = digests.setdefault("local", {})
+                local = digests.setdefault(target.type, {})
                 if deployment.environment not in local:
                     local[deployment.environment] = environment_digest(spec, deployment.environment)
                     wanted.append(self.ref(deployment.environment, local[deployment.environment]))

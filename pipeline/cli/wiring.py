@@ -5,11 +5,13 @@ The only place that knows the concrete adapters; everything below talks to proto
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 from pipeline.apply.observe import used_targets
 from pipeline.errors import MlopsError
 from pipeline.spec.model import Spec
+from pipeline.spec.target_kinds import TARGET_KINDS, EnvironmentKind, supported
 from pipeline.targets.base import Target
 
 
@@ -18,17 +20,14 @@ def make_targets(spec: Spec, state_dir: Path) -> dict[str, Target]:
     targets: dict[str, Target] = {}
     in_use = used_targets(spec)
     for name, target in spec.targets.items():
-        if target.type == "local":
-            from pipeline.targets.local import LocalTarget
-
-            targets[name] = LocalTarget(target, state_dir)
-        elif target.type == "docker":
-            from pipeline.targets.docker import DockerTarget
-
-            targets[name] = DockerTarget(target.name, target, state_dir, project=spec.project_id())
-        elif name in in_use:
-            raise MlopsError(f"{spec.where(f'targets.{name}')}: target type '{target.type}' is not "
-                             "supported by this version of mlops yet (use local or docker)")
+        adapter = target.kind.adapter
+        if adapter is None:
+            if name in in_use:
+                raise MlopsError(f"{spec.where(f'targets.{name}')}: target type '{target.type}' is not "
+                                 f"supported by this version of mlops yet (use {' or '.join(supported())})")
+            continue
+        module, _, cls = adapter.partition(":")
+        targets[name] = getattr(importlib.import_module(module), cls)(target, state_dir, project=spec.project_id())
     return targets
 
 
@@ -48,7 +47,8 @@ class Builders:
         return digests, built
 
     def build(self, environment: str, data) -> str:
-        builder = self.venvs if data.get("target_type") == "local" else self.images
+        venv = self.spec_kind(data.get("target_type")) is EnvironmentKind.VENV
+        builder = self.venvs if venv else self.images
         if builder is None:
             raise MlopsError(f"no builder for environment '{environment}' on a {data.get('target_type')} target")
         return builder.build(environment, data)
@@ -66,6 +66,11 @@ class Builders:
                 removed += collect_garbage(spec, self.images.client_for(host), in_use, keep=keep)
         return removed
 
+    @staticmethod
+    def spec_kind(target_type: str | None) -> EnvironmentKind | None:
+        kind = TARGET_KINDS.get(target_type or "")
+        return kind.environment if kind else None
+
     def interpreter(self, ref: str) -> Path | None:
         """The Python of a built venv; None for an image reference."""
         if self.venvs is None:
@@ -79,9 +84,9 @@ class Builders:
 def make_builder(spec: Spec, state_dir: Path, progress=None):
     """The builders the file needs: venvs when a local deployment names an environment, images when
     some endpoint runs on a target that needs them (none at all: None)."""
-    local = any(spec.targets[e.target].type == "local" and any(d.environment for d in e.deployments.values())
-                for e in spec.endpoints.values())
-    images = any(spec.targets[e.target].type != "local" for e in spec.endpoints.values())
+    kinds = {spec.targets[e.target].kind.environment for e in spec.endpoints.values()
+             if any(d.environment for d in e.deployments.values())}
+    local, images = EnvironmentKind.VENV in kinds, EnvironmentKind.IMAGE in kinds
     if not local and not images:
         return None
     venvs = image_builder = None

@@ -15,9 +15,8 @@ from datetime import UTC, datetime
 from pipeline.errors import ReferenceNotFound
 from pipeline.plan.model import Plan, Step, changed_fields, image_ref, normalize, venv_ref
 from pipeline.spec.model import Deployment, Endpoint, Spec, settings_digest
+from pipeline.spec.target_kinds import EnvironmentKind
 from pipeline.state import RUNNING, Actual, ObservedDeployment
-
-BUILDING_TARGETS = ("docker", "kubernetes")
 
 
 @dataclass(frozen=True)
@@ -77,11 +76,12 @@ class _Planner:
     def image(self, endpoint: Endpoint, deployment: Deployment) -> tuple[str | None, str | None]:
         """(image reference, id of the build step that makes it) for targets that run images."""
         target = self.spec.targets[endpoint.target]
-        if deployment.environment is None or target.type not in (*BUILDING_TARGETS, "local"):
+        if deployment.environment is None:
             return None, None
+        venv = target.kind.environment is EnvironmentKind.VENV
         digest = self.actual.environment_digests.get(target.type, {}).get(deployment.environment, "")
-        ref = (venv_ref(deployment.environment, digest) if target.type == "local"
-               else image_ref(deployment.environment, digest, target.image_repository))
+        ref = venv_ref(deployment.environment, digest) if venv else image_ref(deployment.environment, digest,
+                                                                                 target.image_repository)
         if ref in self.actual.images:
             return ref, None
         step_id = f"build:{ref}"
@@ -89,7 +89,7 @@ class _Planner:
             self.builds[step_id] = Step(
                 id=step_id, kind="build", action="create", address=f"image.{ref}",
                 reason=f"environment {deployment.environment} (digest {_short(digest)}) has no "
-                       f"{'virtual environment' if target.type == 'local' else 'image'} yet",
+                       f"{'virtual environment' if venv else 'image'} yet",
                 after={"image": ref},
                 data={"environment": deployment.environment, "image": ref, "digest": digest,
                       "target_type": target.type, "repository": target.image_repository,
@@ -163,7 +163,7 @@ class _Planner:
 
     def _runtime_note(self, endpoint: Endpoint, deployment: Deployment) -> str:
         """Say where a local deployment without an environment runs: beside mlops, in its Python."""
-        if deployment.environment is None and self.spec.targets[endpoint.target].type == "local":
+        if deployment.environment is None and not self.spec.targets[endpoint.target].kind.needs_environment:
             return " (no environment: it runs in the Python that runs mlops)"
         return ""
 

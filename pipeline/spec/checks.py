@@ -13,6 +13,7 @@ from typing import Any
 
 from pipeline.spec.model import ModelRef
 from pipeline.spec.schema import did_you_mean, dotted
+from pipeline.spec.target_kinds import TARGET_KINDS
 from pipeline.spec.yamlsource import Source
 
 Found = Iterator[tuple[tuple[int, int], str]]
@@ -97,7 +98,8 @@ def _references(source: Source, data: dict) -> Found:
             environment = deployment.get("environment")
             if isinstance(environment, str) and environment not in environments:
                 yield _unknown(source, base + ("environment",), "environment", environment, environments)
-            if environment is None and target_type in ("docker", "kubernetes"):
+            kind = TARGET_KINDS.get(target_type) if isinstance(target_type, str) else None
+            if environment is None and kind is not None and kind.needs_environment:
                 yield (source.at(base, key=True),
                        f"{dotted(base)}: needs an 'environment' because target '{target}' is "
                        f"{target_type} (an image is built from it)")

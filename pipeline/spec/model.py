@@ -13,8 +13,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from pipeline.spec.target_kinds import TARGET_KINDS, TargetKind
+
 FLAVORS = ("sklearn", "onnx", "python", "mlflow")
-TARGET_TYPES = ("local", "docker", "kubernetes")
+TARGET_TYPES = tuple(TARGET_KINDS)
 ROLLING_RATES = ("minute", "hour", "day")
 AUTH_MODES = ("key", "none")
 
@@ -70,6 +72,11 @@ class Target:
     image_repository: str | None = None  # where built images are pushed
     base_image: str | None = None  # default base image for environments built for this target
     settings: Mapping[str, str] = field(default_factory=dict)  # may hold ${VAR} secrets
+
+    @property
+    def kind(self) -> TargetKind:
+        """What this type of target needs (the table in ``target_kinds``)."""
+        return TARGET_KINDS[self.type]
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,6 @@ class Target(Protocol):
     """One deployment target named in mlops.yaml."""
 
     name: str
-    builds_images: bool  # True when deployments need an environment image (the build step)
 
     def observe(self) -> tuple[list[ObservedEndpoint], list[ObservedDeployment]]:
         """Endpoints and deployments that mlops manages on this target, as they are now."""

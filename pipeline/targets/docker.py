@@ -69,10 +69,8 @@ def _hand_over(path: Path, uid: int, gid: int, recursive: bool = True) -> None:
 
 
 class DockerTarget(LocalTarget):
-    builds_images = True
-
-    def __init__(self, name: str, spec: TargetSpec, state_dir: Path, project: str | None = None):
-        super().__init__(spec, state_dir, folder=f"docker-{name}")
+    def __init__(self, spec: TargetSpec, state_dir: Path, project: str | None = None):
+        super().__init__(spec, state_dir, project, folder=f"docker-{spec.name}")
         self.project = project or default_project(state_dir)
         self._client = None
 

@@ -132,9 +132,7 @@ def _tail(path: Path, lines: int) -> str:
 class LocalTarget:
     """Deployments as processes on this machine (``type: local``)."""
 
-    builds_images = False
-
-    def __init__(self, spec: TargetSpec, state_dir: Path, folder: str = "local"):
+    def __init__(self, spec: TargetSpec, state_dir: Path, project: str | None = None, folder: str = "local"):
         self.name = spec.name
         self.spec = spec
         self.root = state_dir / folder
