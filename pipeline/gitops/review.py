@@ -8,12 +8,12 @@ at the base ref are read from git (GitPython), never checked out.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import tempfile
 from pathlib import Path
 
 from pipeline.errors import GitError, MlopsError
 from pipeline.plan.render import format_value
+from pipeline.registry.hashing import digest_content, digest_of_bytes
 
 
 def _tree_files(commit, path: str) -> dict[str, bytes]:
@@ -27,12 +27,6 @@ def _tree_files(commit, path: str) -> dict[str, bytes]:
     return {item.path[len(path) + 1:]: item.data_stream.read() for item in node.traverse() if item.type == "blob"}
 
 
-def _digest(files: dict[str, bytes]) -> str | None:
-    """The same Merkle digest the registry computes (sorted path + sha256 per file)."""
-    if not files:
-        return None
-    lines = "".join(f"{p}\0{hashlib.sha256(data).hexdigest()}\n" for p, data in sorted(files.items()))
-    return "sha256:" + hashlib.sha256(lines.encode()).hexdigest()
 
 
 def _spec_at(repo, ref: str, spec_path: str):
@@ -86,13 +80,11 @@ def base_section(root: Path, spec_file: Path, base_ref: str, head, markdown: boo
     lines: list[str] = []
 
     def model_digest_at_base(path: str) -> str | None:
-        return _digest(_tree_files(commit, f"{prefix}/{path}" if prefix else path))
+        return digest_of_bytes(_tree_files(commit, f"{prefix}/{path}" if prefix else path))
 
     def model_digest_now(path: str) -> str | None:
         folder = head.root / path
-        files = ({p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
-                 if folder.is_dir() else {folder.name: folder.read_bytes()} if folder.exists() else {})
-        return _digest(files)
+        return digest_content(folder).digest if folder.exists() else None  # exactly what the registry computes
 
     old_models = base.models if base else {}
     for name, model in sorted(head.models.items()):

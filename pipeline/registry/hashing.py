@@ -26,6 +26,20 @@ SKIPPED_DIRS = {"__pycache__", ".git", ".ipynb_checkpoints"}
 SKIPPED_FILES = {".DS_Store"}
 
 
+def is_skipped(relative: str) -> bool:
+    """Files that are not part of a model's content (caches, editor litter), wherever they are read from."""
+    parts = relative.split("/")
+    return (any(part in SKIPPED_DIRS for part in parts[:-1]) or parts[-1] in SKIPPED_FILES
+            or parts[-1].endswith(".pyc"))
+
+
+def digest_of_bytes(files: dict[str, bytes]) -> str | None:
+    """The Merkle digest of in-memory files (e.g. a model folder at a git commit), by the same rules."""
+    entries = [FileEntry(path, "sha256:" + hashlib.sha256(data).hexdigest(), len(data))
+               for path, data in files.items() if not is_skipped(path)]
+    return merkle(entries) if entries else None
+
+
 @dataclass(frozen=True)
 class FileEntry:
     path: str  # relative, posix

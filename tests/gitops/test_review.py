@@ -50,3 +50,27 @@ def test_base_without_a_spec_shows_everything_added(tmp_path):
     assert "```diff" in result.output and "+ model iris-classifier" in result.output
     assert "+ deployment iris/blue" in result.output
     assert "~ traffic iris: none → {blue: 100}" in result.output  # as mlops.yaml spells it, not Python
+
+
+def test_review_and_registry_agree_on_a_model_folder_holding_a_cache(tmp_path):
+    """Caches (``__pycache__``, ``*.pyc``) are no model content for the review or for the registry."""
+    from pipeline.gitops.review import base_section
+    from pipeline.registry.hashing import digest_content, digest_of_bytes
+    from pipeline.spec.loader import load
+
+    shutil.copytree(REPO / "models", tmp_path / "models")
+    shutil.copytree(REPO / "environments", tmp_path / "environments")
+    (tmp_path / "mlops.yaml").write_text((REPO / "mlops.yaml").read_text())
+    cache = tmp_path / "models" / "iris" / "__pycache__"
+    cache.mkdir()
+    (cache / "train.cpython-311.pyc").write_bytes(b"\x00compiled")
+    repo = git.Repo.init(tmp_path, initial_branch="main")
+    repo.git.add(A=True, force=True)
+    repo.index.commit("base, cache committed by accident")
+    (cache / "train.cpython-311.pyc").write_bytes(b"\x00compiled again")
+    spec = load(tmp_path / "mlops.yaml")
+    section = base_section(tmp_path, tmp_path / "mlops.yaml", "HEAD", spec, markdown=False)
+    assert "~ model iris-classifier" not in section  # only the cache changed
+    folder = tmp_path / "models" / "iris"
+    files = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    assert digest_of_bytes(files) == digest_content(folder).digest
