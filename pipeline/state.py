@@ -11,12 +11,19 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any
 
-# Deployment states a target reports.
-RUNNING = "running"  # every instance alive and ready
-DEGRADED = "degraded"  # some instances down or not ready
-STOPPED = "stopped"  # known to mlops, but no instance runs
+
+class Health(StrEnum):
+    """Deployment and endpoint states a target reports."""
+
+    RUNNING = "running"  # every instance alive and ready
+    DEGRADED = "degraded"  # some instances down or not ready
+    STOPPED = "stopped"  # known to mlops, but no instance runs
+
+
+RUNNING, DEGRADED, STOPPED = Health.RUNNING, Health.DEGRADED, Health.STOPPED
 
 
 @dataclass(frozen=True)
@@ -44,7 +51,7 @@ class ObservedDeployment:
     instance_count: int = 1
     ready_instances: int = 0
     settings_digest: str = ""  # fingerprint of the settings it was started with
-    status: str = RUNNING
+    status: Health = RUNNING
     detail: Mapping[str, Any] = field(default_factory=dict, compare=False)  # pids, urls: not compared
 
     @property
@@ -60,7 +67,7 @@ class ObservedEndpoint:
     auth_mode: str = "key"
     traffic: Mapping[str, int] = field(default_factory=dict)
     mirror_traffic: Mapping[str, int] = field(default_factory=dict)
-    status: str = RUNNING
+    status: Health = RUNNING
     # how what runs differs from the target's records (stale routes, instances no record names)
     drift: tuple[str, ...] = ()
 

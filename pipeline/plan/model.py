@@ -10,11 +10,32 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from pipeline.errors import MlopsError
 
 FORMAT_VERSION = 1
+
+
+class StepKind(StrEnum):
+    REGISTER = "register"
+    BUILD = "build"
+    ENDPOINT = "endpoint"
+    DEPLOY = "deploy"
+    UPDATE = "update"
+    TRAFFIC = "traffic"
+    DELETE = "delete"
+    KEEP = "keep"
+
+
+class Action(StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    REPLACE = "replace"
+    DELETE = "delete"
+    NOOP = "noop"
+
 
 # kind -> wave; steps run wave by wave, in plan order within a wave
 WAVES = {"register": 1, "build": 2, "endpoint": 3, "deploy": 3, "update": 3, "traffic": 4, "delete": 5, "keep": 5}
@@ -61,8 +82,8 @@ def image_ref(environment: str, digest: str, repository: str | None = None) -> s
 @dataclass(frozen=True)
 class Step:
     id: str  # stable, like "deploy:iris/blue"
-    kind: str  # register | build | endpoint | deploy | update | traffic | delete | keep
-    action: str  # create | update | replace | delete | noop
+    kind: StepKind
+    action: Action
     address: str  # what it acts on, like "deployment.iris/blue"
     reason: str
     before: Mapping[str, Any] | None = None
@@ -125,7 +146,7 @@ class Plan:
             if data.get("format_version") != FORMAT_VERSION:
                 raise MlopsError(f"this plan has format version {data.get('format_version')!r}; "
                                  f"this mlops reads version {FORMAT_VERSION}. Run mlops plan again")
-            steps = tuple(Step(id=s["id"], kind=s["kind"], action=s["action"], address=s["address"],
+            steps = tuple(Step(id=s["id"], kind=StepKind(s["kind"]), action=Action(s["action"]), address=s["address"],
                                reason=s["reason"], before=s.get("before"), after=s.get("after"),
                                data=s.get("data") or {}, depends_on=tuple(s.get("depends_on") or ()))
                           for s in data["steps"])

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from pipeline.errors import ReferenceNotFound
-from pipeline.plan.model import Plan, Step, changed_fields, image_ref, normalize, venv_ref
+from pipeline.plan.model import Action, Plan, Step, StepKind, changed_fields, image_ref, normalize, venv_ref
 from pipeline.spec.model import Deployment, Endpoint, Spec, settings_digest
 from pipeline.spec.target_kinds import EnvironmentKind
 from pipeline.state import RUNNING, Actual, ObservedDeployment
@@ -51,7 +51,7 @@ class _Planner:
                 continue
             known = registered.versions if registered else {}
             predicted = max(known, default=0) + 1
-            step = Step(id=f"register:{name}", kind="register", action="create", address=f"model.{name}",
+            step = Step(id=f"register:{name}", kind=StepKind.REGISTER, action=Action.CREATE, address=f"model.{name}",
                         reason=f"new content at {model.path} (sha256:{_short(digest)}) → version {predicted}",
                         before={"latest": f"{name}:{max(known)}"} if known else None,
                         after={"version": f"{name}:{predicted}", "digest": digest, "flavor": model.flavor},
@@ -87,7 +87,7 @@ class _Planner:
         step_id = f"build:{ref}"
         if step_id not in self.builds:
             self.builds[step_id] = Step(
-                id=step_id, kind="build", action="create", address=f"image.{ref}",
+                id=step_id, kind=StepKind.BUILD, action=Action.CREATE, address=f"image.{ref}",
                 reason=f"environment {deployment.environment} (digest {_short(digest)}) has no "
                        f"{'virtual environment' if venv else 'image'} yet",
                 after={"image": ref},
@@ -103,7 +103,8 @@ class _Planner:
         address = f"endpoint.{endpoint.name}"
         data = {"endpoint": endpoint.name, "target": endpoint.target}
         if observed is None or observed.target != endpoint.target:
-            self.steps.append(Step(id=f"endpoint:{endpoint.name}", kind="endpoint", action="create", address=address,
+            self.steps.append(Step(id=f"endpoint:{endpoint.name}", kind=StepKind.ENDPOINT, action=Action.CREATE,
+                                   address=address,
                                    reason=f"new endpoint on target {endpoint.target}",
                                    after={"target": endpoint.target, "auth_mode": endpoint.auth_mode}, data=data))
             return f"endpoint:{endpoint.name}"
@@ -118,7 +119,8 @@ class _Planner:
             reason = ("drift: the endpoint's router is not running (changed outside mlops)" if "status" in changes
                       else f"drift: {'; '.join(observed.drift)} (an interrupted apply or a change outside mlops)"
                       if "drift" in changes else "auth_mode changed")
-            self.steps.append(Step(id=f"endpoint:{endpoint.name}", kind="endpoint", action="update", address=address,
+            self.steps.append(Step(id=f"endpoint:{endpoint.name}", kind=StepKind.ENDPOINT, action=Action.UPDATE,
+                                   address=address,
                                    reason=reason, before={k: v[0] for k, v in changes.items()},
                                    after={k: v[1] for k, v in changes.items()}, data=data))
             return f"endpoint:{endpoint.name}"
@@ -138,7 +140,8 @@ class _Planner:
         key = deployment.key
         observed = self.actual.deployments.get(key)
         if observed is None or observed.target != endpoint.target:
-            self.steps.append(Step(id=f"deploy:{key}", kind="deploy", action="create", address=f"deployment.{key}",
+            self.steps.append(Step(id=f"deploy:{key}", kind=StepKind.DEPLOY, action=Action.CREATE,
+                                   address=f"deployment.{key}",
                                    reason=f"new deployment of {resolved.model}"
                                    + self._runtime_note(endpoint, deployment),
                                    after=wanted, data=data,
@@ -157,7 +160,8 @@ class _Planner:
             reasons.append(drift)
             changed.append("status")
             have["status"], wanted["status"] = observed.status, RUNNING
-        self.steps.append(Step(id=f"update:{key}", kind="update", action="replace", address=f"deployment.{key}",
+        self.steps.append(Step(id=f"update:{key}", kind=StepKind.UPDATE, action=Action.REPLACE,
+                               address=f"deployment.{key}",
                                reason="; ".join(reasons), before={f: have[f] for f in changed},
                                after={f: wanted[f] for f in changed}, data=data, depends_on=depends))
 
@@ -187,7 +191,8 @@ class _Planner:
             return
         split = ", ".join(f"{d} {p}%" for d, p in want["traffic"].items()) or "no live traffic"
         self.steps.append(Step(
-            id=f"traffic:{endpoint.name}", kind="traffic", action="update", address=f"endpoint.{endpoint.name}",
+            id=f"traffic:{endpoint.name}", kind=StepKind.TRAFFIC, action=Action.UPDATE,
+            address=f"endpoint.{endpoint.name}",
             reason=f"route {split}" + "".join(f"; mirror {p}% to {d}" for d, p in want["mirror_traffic"].items()),
             before=have, after=want, data={"endpoint": endpoint.name, "target": endpoint.target},
             depends_on=tuple(s.id for s in self.steps if s.kind in ("deploy", "update", "endpoint")
@@ -215,10 +220,10 @@ class _Planner:
         data = {"target": target, "endpoint": endpoint, "deployment": deployment}
         if moved or self.prune:
             reason = f"moved to another target; removed from {target}" if moved else f"no longer in {self.spec.file}"
-            self.steps.append(Step(id=f"delete:{key}", kind="delete", action="delete", address=address,
+            self.steps.append(Step(id=f"delete:{key}", kind=StepKind.DELETE, action=Action.DELETE, address=address,
                                    reason=reason, before=before, data=data))
         else:
-            self.steps.append(Step(id=f"keep:{key}", kind="keep", action="noop", address=address,
+            self.steps.append(Step(id=f"keep:{key}", kind=StepKind.KEEP, action=Action.NOOP, address=address,
                                    reason="not managed any more, kept; use prune: true or --prune to delete it",
                                    before=before, data=data))
 
