@@ -81,6 +81,9 @@ class Actual:
     model_contents: Mapping[str, str] = field(default_factory=dict)
     # build digest of each environment, per target type that builds images ({"docker": {"sklearn": d}})
     environment_digests: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # the image or venv reference each target wants for each environment ({"box": {"sklearn": ref}}),
+    # named by the builder: the planner never computes image names
+    environment_refs: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     images: frozenset[str] = frozenset()  # image references that already exist where they are needed
     endpoints: Mapping[str, ObservedEndpoint] = field(default_factory=dict)
     deployments: Mapping[str, ObservedDeployment] = field(default_factory=dict)  # by "endpoint/name"
@@ -90,6 +93,7 @@ class Actual:
         data = asdict(self)
         for deployment in data["deployments"].values():
             deployment.pop("detail", None)
+        del data["environment_refs"]  # named from the digests, which are fingerprinted already
         for endpoint in data["endpoints"].values():
             if not endpoint["drift"]:
                 del endpoint["drift"]  # no drift fingerprints as it did before drift was observed

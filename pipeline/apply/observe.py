@@ -37,10 +37,11 @@ def observe(spec: Spec, registry, targets: Mapping[str, Target], builder=None) -
         seen_endpoints, seen_deployments = targets[name].observe()
         endpoints.update({e.name: e for e in seen_endpoints})
         deployments.update({d.key: d for d in seen_deployments})
-    environment_digests, images = {}, frozenset()
+    environment_digests, environment_refs, images = {}, {}, frozenset()
     if builder is not None:
-        environment_digests, images = builder.observe(spec)
+        environment_digests, environment_refs, images = builder.observe(spec)
     return Actual(models=models, model_contents=contents, environment_digests=environment_digests,
+                  environment_refs=environment_refs,
                   images=images, endpoints=endpoints, deployments=deployments)
 
 

@@ -32,7 +32,6 @@ from pipeline.build import base as local_base
 from pipeline.build.progress import BuildProgress
 from pipeline.build.wheels import cached_wheels, pip_errors
 from pipeline.errors import BuildError, MlopsError
-from pipeline.plan.model import image_ref
 from pipeline.spec.model import Environment, Spec
 from pipeline.spec.target_kinds import EnvironmentKind
 
@@ -43,6 +42,13 @@ LABEL_PREFIX = "mlops."
 PROJECT_LABEL = "mlops.project"
 ENVIRONMENT_LABEL = "mlops.environment"
 _FROM = re.compile(r"^(\s*FROM\s+\S+)(\s+AS\s+(\S+))?\s*$", re.IGNORECASE)
+
+
+def image_ref(environment: str, digest: str, repository: str | None = None) -> str:
+    """The content-hash tag of an environment image: ``[repo/]mlops-env-<env>:<12 hex>``."""
+    tag = digest.split(":", 1)[-1][:12]
+    name = f"mlops-env-{environment}:{tag}"
+    return f"{repository.rstrip('/')}/{name}" if repository else name
 
 
 def service_requirements() -> str:
@@ -210,9 +216,11 @@ class ImageBuilder:
         environment = self.spec.environments[name]
         return Context(self.spec, environment, self.base_image(environment, target_base))
 
-    def observe(self, spec: Spec) -> tuple[dict, frozenset]:
-        """Build digests of the environments that docker deployments use, and which images exist."""
+    def observe(self, spec: Spec) -> tuple[dict, dict, frozenset]:
+        """Build digests of the environments image targets use, the image each target wants for each,
+        and which of those images exist."""
         digests: dict[str, dict[str, str]] = {}
+        refs: dict[str, dict[str, str]] = {}
         images = set()
         wanted: dict[str, set] = {}
         for endpoint in spec.endpoints.values():
@@ -222,12 +230,13 @@ class ImageBuilder:
             for deployment in endpoint.deployments.values():
                 digest = self.context(deployment.environment, target.base_image).digest()
                 digests.setdefault(target.type, {})[deployment.environment] = digest
-                wanted.setdefault(image_ref(deployment.environment, digest, target.image_repository),
-                                  set()).add(target.host)
+                ref = image_ref(deployment.environment, digest, target.image_repository)
+                refs.setdefault(target.name, {})[deployment.environment] = ref
+                wanted.setdefault(ref, set()).add(target.host)
         for ref, hosts in wanted.items():
             if all(_exists(self.client_for(host), ref) for host in hosts):
                 images.add(ref)
-        return digests, frozenset(images)
+        return digests, refs, frozenset(images)
 
     def exists(self, ref: str) -> bool:
         return _exists(self.client, ref)

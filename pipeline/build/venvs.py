@@ -35,7 +35,6 @@ from pathlib import Path
 import pipeline
 from pipeline.build import service_requirements
 from pipeline.errors import BuildError
-from pipeline.plan.model import venv_ref
 from pipeline.spec.model import Spec
 from pipeline.spec.target_kinds import EnvironmentKind
 
@@ -141,6 +140,11 @@ def environment_digest(spec: Spec, name: str) -> str:
     return "sha256:" + digest.hexdigest()
 
 
+def venv_ref(environment: str, digest: str) -> str:
+    """The content-hash name of an environment's virtual environment on the local target: ``venv:<env>:<12 hex>``."""
+    return f"venv:{environment}:{digest.split(':', 1)[-1][:12]}"
+
+
 class VenvBuilder:
     """Builds environment venvs under ``<state_dir>/envs``; knows which ones are complete."""
 
@@ -173,9 +177,11 @@ class VenvBuilder:
 
     # -- observe ---------------------------------------------------------------------------
 
-    def observe(self, spec: Spec) -> tuple[dict[str, dict[str, str]], frozenset[str]]:
-        """({target type: {env: digest}}, refs of complete venvs) for the environments of venv targets."""
+    def observe(self, spec: Spec) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]], frozenset[str]]:
+        """({target type: {env: digest}}, {target: {env: venv ref}}, refs of complete venvs) for the
+        environments of venv targets."""
         digests: dict[str, dict[str, str]] = {}
+        refs: dict[str, dict[str, str]] = {}
         wanted = []
         for endpoint in spec.endpoints.values():
             target = spec.targets[endpoint.target]
@@ -188,7 +194,9 @@ class VenvBuilder:
                 if deployment.environment not in local:
                     local[deployment.environment] = environment_digest(spec, deployment.environment)
                     wanted.append(self.ref(deployment.environment, local[deployment.environment]))
-        return digests, frozenset(ref for ref in wanted if self.complete(ref))
+                refs.setdefault(target.name, {})[deployment.environment] = self.ref(
+                    deployment.environment, local[deployment.environment])
+        return digests, refs, frozenset(ref for ref in wanted if self.complete(ref))
 
     # -- build -----------------------------------------------------------------------------
 

@@ -37,14 +37,17 @@ class Builders:
     def __init__(self, venvs=None, images=None):
         self.venvs, self.images = venvs, images
 
-    def observe(self, spec: Spec) -> tuple[dict, frozenset]:
-        digests, built = {}, frozenset()
+    def observe(self, spec: Spec) -> tuple[dict, dict, frozenset]:
+        digests: dict = {}
+        wanted: dict = {}
+        built: frozenset = frozenset()
         for builder in (self.venvs, self.images):
             if builder is not None:
-                found, refs = builder.observe(spec)
+                found, refs, exist = builder.observe(spec)
                 digests.update(found)
-                built |= refs
-        return digests, built
+                wanted.update(refs)
+                built |= exist
+        return digests, wanted, built
 
     def build(self, environment: str, data) -> str:
         venv = self.spec_kind(data.get("target_type")) is EnvironmentKind.VENV

@@ -67,18 +67,6 @@ def changed_fields(before: Mapping[str, Any] | None, after: Mapping[str, Any] | 
     return [(key, old, new) for key, old, new in pairs if old != new]
 
 
-def venv_ref(environment: str, digest: str) -> str:
-    """The content-hash name of an environment's virtual environment on the local target: ``venv:<env>:<12 hex>``."""
-    return f"venv:{environment}:{digest.split(':', 1)[-1][:12]}"
-
-
-def image_ref(environment: str, digest: str, repository: str | None = None) -> str:
-    """The content-hash tag of an environment image: ``[repo/]mlops-env-<env>:<12 hex>``."""
-    tag = digest.split(":", 1)[-1][:12]
-    name = f"mlops-env-{environment}:{tag}"
-    return f"{repository.rstrip('/')}/{name}" if repository else name
-
-
 @dataclass(frozen=True)
 class Step:
     id: str  # stable, like "deploy:iris/blue"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from pipeline.errors import ReferenceNotFound
-from pipeline.plan.model import Action, Plan, Step, StepKind, changed_fields, image_ref, normalize, venv_ref
+from pipeline.plan.model import Action, Plan, Step, StepKind, changed_fields, normalize
 from pipeline.spec.model import Deployment, Endpoint, Spec, settings_digest
 from pipeline.spec.target_kinds import EnvironmentKind
 from pipeline.state import RUNNING, Actual, ObservedDeployment
@@ -80,9 +80,8 @@ class _Planner:
             return None, None
         venv = target.kind.environment is EnvironmentKind.VENV
         digest = self.actual.environment_digests.get(target.type, {}).get(deployment.environment, "")
-        ref = venv_ref(deployment.environment, digest) if venv else image_ref(deployment.environment, digest,
-                                                                                 target.image_repository)
-        if ref in self.actual.images:
+        ref = self.actual.environment_refs.get(target.name, {}).get(deployment.environment)
+        if ref is None or ref in self.actual.images:
             return ref, None
         step_id = f"build:{ref}"
         if step_id not in self.builds:

@@ -120,7 +120,7 @@ def test_a_build_killed_while_pip_runs_is_redone_by_the_next_one(tmp_path):
 @pytest.mark.slow
 def test_observe_reports_the_complete_venv(built):
     spec, builder, ref = built
-    digests, refs = builder.observe(spec)
+    digests, _, refs = builder.observe(spec)
     assert digests == {"local": {"small": environment_digest(spec, "small")}} and refs == {ref}
 
 
@@ -156,7 +156,7 @@ def test_observe_ignores_a_folder_without_its_marker(tmp_path):
     spec = make_spec(tmp_path / "repo", "six\n")
     builder = VenvBuilder(spec, tmp_path / "state")
     builder.path(builder.ref("small", environment_digest(spec, "small"))).mkdir(parents=True)
-    assert builder.observe(spec)[1] == frozenset()
+    assert builder.observe(spec)[2] == frozenset()
 
 
 def test_missing_python_fails_naming_what_was_asked_and_what_exists(tmp_path):

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.build import image_ref
 from pipeline.errors import MlopsError, ReferenceNotFound
-from pipeline.plan import Plan, image_ref, reconcile, render_markdown, render_text
+from pipeline.plan import Plan, reconcile, render_markdown, render_text
 from pipeline.spec.loader import load
 from pipeline.spec.model import settings_digest
 from pipeline.state import STOPPED, Actual, ObservedDeployment, ObservedEndpoint, RegisteredModel
@@ -64,6 +65,7 @@ def converged(spec, **overrides) -> Actual:
         models={"iris": RegisteredModel("iris", {1: D1})},
         model_contents={"iris": D1},
         environment_digests={"docker": {"sk": ENV}},
+        environment_refs={"box": {"sk": image_ref("sk", ENV)}},
         images=frozenset({image_ref("sk", ENV)}),
         endpoints={"web": ObservedEndpoint("web", "local", traffic={"blue": 90, "green": 10}),
                    "boxed": ObservedEndpoint("boxed", "box", traffic={"only": 100})},
@@ -84,7 +86,7 @@ def test_nothing_to_do_when_everything_runs(spec):
 
 def test_empty_world_plans_every_wave_in_order(spec):
     actual = Actual(models={"iris": RegisteredModel("iris", {1: D1})}, model_contents={"iris": D2},
-                    environment_digests={"docker": {"sk": ENV}})
+                    environment_digests={"docker": {"sk": ENV}}, environment_refs={"box": {"sk": image_ref("sk", ENV)}})
     plan = reconcile(spec, actual)
     assert kinds(plan) == ["register:iris", f"build:{image_ref('sk', ENV)}", "endpoint:boxed", "deploy:boxed/only",
                            "endpoint:web", "deploy:web/blue", "deploy:web/green", "traffic:boxed", "traffic:web"]
@@ -110,7 +112,8 @@ def test_new_content_registers_then_updates_the_unpinned_deployments(spec):
 
 def test_missing_image_is_built_once_and_only_for_docker(spec):
     other = "sha256:" + "f" * 64
-    plan = reconcile(spec, converged(spec, environment_digests={"docker": {"sk": other}}))
+    plan = reconcile(spec, converged(spec, environment_digests={"docker": {"sk": other}},
+                                     environment_refs={"box": {"sk": image_ref("sk", other)}}))
     assert kinds(plan) == [f"build:{image_ref('sk', other)}", "update:boxed/only"]
     assert plan.steps[1].after == {"image": image_ref("sk", other)}
 
