@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
-    from pipeline.registry.local import LocalRegistry
+    from pipeline.registry.base import Registry
     from pipeline.spec.model import Spec
 
 
@@ -32,12 +32,13 @@ class App:
             self._cache["spec"] = load(Path(self.file))
         return self._cache["spec"]
 
-    def registry(self) -> LocalRegistry:
-        """The registry named by mlops.yaml (``registry:``), opened once."""
+    def registry(self) -> Registry:
+        """The registry named by mlops.yaml (``registry:``), opened once, whichever its backend."""
         if "registry" not in self._cache:
-            from pipeline.registry.local import LocalRegistry
+            from pipeline.registry import open_registry
 
-            self._cache["registry"] = LocalRegistry(self.spec().registry_path())
+            spec = self.spec()
+            self._cache["registry"] = open_registry(spec.registry, root=spec.root)
         return self._cache["registry"]
 
     def state_dir(self) -> Path:

@@ -41,15 +41,10 @@ def endpoints() -> None:
 @pass_app
 def keys(app: App, name: str, regenerate: str | None, fmt: str) -> None:
     """Show (or rotate) the two keys callers send as `Authorization: Bearer <key>`."""
-    from pipeline import keys as endpoint_keys
-
     target = _endpoint_target(app, name)
     if app.spec().endpoints[name].auth_mode != "key":
         raise MlopsError(f"endpoint '{name}' has auth_mode: none; it has no keys")
-    path = target.keys_file(name)
-    if not path.exists():
-        raise MlopsError(f"endpoint '{name}' has no keys yet; run mlops apply first")
-    values = endpoint_keys.regenerate(path, regenerate) if regenerate else endpoint_keys.read_keys(path)
+    values = target.rotate_key(name, regenerate) if regenerate else target.keys(name)
     if fmt == "json":
         click.echo(json.dumps(values, indent=2))
     else:
@@ -71,8 +66,6 @@ def score(app: App, name: str, data: str | None, body_file: Path | None, deploym
     """Send one scoring request to an endpoint (with its key) and print the answer."""
     import httpx
 
-    from pipeline import keys as endpoint_keys
-
     if (data is None) == (body_file is None):
         raise MlopsError("give the request body with exactly one of --data or --file")
     body = data if data is not None else body_file.read_text()
@@ -84,7 +77,7 @@ def score(app: App, name: str, data: str | None, body_file: Path | None, deploym
         raise MlopsError(f"endpoint '{name}' is not deployed; run mlops apply")
     headers = {"content-type": "application/json"}
     if app.spec().endpoints[name].auth_mode == "key":
-        headers["authorization"] = f"Bearer {endpoint_keys.read_keys(target.keys_file(name))['primary']}"
+        headers["authorization"] = f"Bearer {target.keys(name)['primary']}"
     if deployment:
         headers["x-mlops-deployment"] = deployment
     try:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from pipeline.registry.hashing import ContentDigest, FileEntry
+from pipeline.registry.hashing import FileEntry
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,8 @@ class ModelSummary:
 
 
 class Registry(Protocol):
-    def digest(self, source: Path) -> ContentDigest: ...
+    """Where model versions live. Hashing the working tree is not part of it: see
+    ``pipeline.registry.hashing.working_tree_digest``."""
 
     def register(self, name: str, source: Path, *, flavor: str, description: str = "",
                  tags: Mapping[str, str] | None = None, lineage: Mapping[str, Any] | None = None,

@@ -149,3 +149,21 @@ def digest_content(source: Path, cache: HashCache | None = None, workers: int | 
                      for (_, stat, path), digest in zip(stale, fresh, strict=True)])
     entries = tuple(FileEntry(relative, digests[relative], stat.st_size) for relative, stat, _ in files)
     return ContentDigest(merkle(entries), sum(e.size for e in entries), entries)
+
+
+_CACHES: dict[Path, HashCache] = {}
+
+
+def working_tree_digest(source: Path, cache_dir: Path | None = None) -> ContentDigest:
+    """The digest of the files now at a model's path (what a plain ``NAME`` reference means).
+
+    Not a registry operation: the planner compares it with the registered versions' digests,
+    whatever the registry's backend. ``cache_dir`` holds ``hashcache.db`` (opened once per
+    process), so planning over unchanged files costs only stats; None hashes every file.
+    """
+    if cache_dir is None:
+        return digest_content(source)
+    folder = Path(cache_dir)
+    if folder not in _CACHES:
+        _CACHES[folder] = HashCache(folder / "hashcache.db")
+    return digest_content(source, _CACHES[folder])

@@ -68,6 +68,8 @@ class LocalRegistry:
     # -- reading ---------------------------------------------------------------------------
 
     def digest(self, source: Path) -> ContentDigest:
+        """The working-tree digest of ``source`` with this registry's hash cache (kept for callers;
+        new code calls ``hashing.working_tree_digest``, which needs no registry)."""
         return digest_content(source, self.cache)
 
     def _version(self, row) -> ModelVersion:

@@ -79,6 +79,20 @@ class Target(Protocol):
         """The last lines of the deployment's service log."""
         ...
 
+    def url(self, endpoint: str) -> str | None:
+        """The endpoint's stable URL, or None when it does not exist on this target."""
+        ...
+
+    def keys(self, endpoint: str) -> dict[str, str]:
+        """The endpoint's keys (``primary``, ``secondary``); ``TargetError`` when it has none
+        (not created yet, or ``auth_mode: none``)."""
+        ...
+
+    def rotate_key(self, endpoint: str, which: str) -> dict[str, str]:
+        """Replace one key (``primary`` or ``secondary``) and return both; the other stays valid,
+        so callers switch without downtime. ``TargetError`` when the endpoint has no keys."""
+        ...
+
 
 def server_config(request: DeployRequest, *, port: int, model_dir: Path, keys_file: Path | None,
                   data_dir: Path | None, host: str = "127.0.0.1") -> dict:

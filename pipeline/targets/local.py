@@ -294,6 +294,20 @@ class LocalTarget:
         record = _read(self._endpoint_dir(endpoint) / "endpoint.json")
         return f"http://{HOST}:{record['port']}" if record else None
 
+    def keys(self, endpoint: str) -> dict[str, str]:
+        """The endpoint's keys, from its keys file (created by ``ensure_endpoint``)."""
+        path = self.keys_file(endpoint)
+        if not path.exists():
+            raise TargetError(f"endpoint '{endpoint}' has no keys yet on target '{self.name}'; run mlops apply first")
+        return endpoint_keys.read_keys(path)
+
+    def rotate_key(self, endpoint: str, which: str) -> dict[str, str]:
+        """Replace one key; services and the router re-read the file, so the other stays valid meanwhile."""
+        if which not in endpoint_keys.KEY_NAMES:
+            raise TargetError(f"no key '{which}': an endpoint's keys are {' and '.join(endpoint_keys.KEY_NAMES)}")
+        self.keys(endpoint)  # an endpoint without keys gets none by rotating
+        return endpoint_keys.regenerate(self.keys_file(endpoint), which)
+
     # -- routing ---------------------------------------------------------------------------
 
     def _routes(self, endpoint: str) -> tuple[str, str]:
