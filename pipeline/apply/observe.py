@@ -10,6 +10,7 @@ import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 
+from pipeline.registry.hashing import working_tree_digest
 from pipeline.spec.model import ModelRef, Spec
 from pipeline.state import Actual, RegisteredModel
 from pipeline.targets.base import Target
@@ -31,7 +32,7 @@ def observe(spec: Spec, registry, targets: Mapping[str, Target], builder=None) -
         versions = registry.list_versions(model.name, include_archived=True)
         models[model.name] = RegisteredModel(model.name, {v.version: v.digest for v in versions},
                                              model.flavor)
-        contents[model.name] = registry.digest(spec.root / model.path).digest
+        contents[model.name] = working_tree_digest(spec.root / model.path, spec.registry_path()).digest
     endpoints, deployments = {}, {}
     for name in sorted(used_targets(spec) & set(targets)):
         seen_endpoints, seen_deployments = targets[name].observe()
