@@ -22,15 +22,15 @@ async def app(scope, receive, send):
     if scope["type"] != "http":
         return
     size = 0
-    while True:
+    while True:  # read it all, then judge: an early answer with unread data races the sender's writes (RST)
         message = await receive()
         size += len(message.get("body", b""))
-        if size > 512 * 1024:  # the instance's own, smaller limit
-            await send({"type": "http.response.start", "status": 413, "headers": [(b"connection", b"close")]})
-            await send({"type": "http.response.body", "body": b"too large"})
-            return
         if not message.get("more_body"):
             break
+    if size > 512 * 1024:  # the instance's own, smaller limit
+        await send({"type": "http.response.start", "status": 413, "headers": []})
+        await send({"type": "http.response.body", "body": b"too large"})
+        return
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": b"ok"})
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
