@@ -11,6 +11,7 @@ This module talks to its collaborators only through their protocols; the CLI wir
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -97,7 +98,7 @@ class Executor:
             self.journal.record("start", step=step.id)
             self.progress(step, "start", "")
             try:
-                result = with_retries(lambda step=step: self._run(step, outcome), self._retry_notice(step))
+                result = with_retries(functools.partial(self._run, step, outcome), self._retry_notice(step))
             except MlopsError as error:
                 self.journal.record("failed", step=step.id, error=str(error))
                 self.progress(step, "failed", str(error))

@@ -65,11 +65,12 @@ class Ledger:
             (datetime.now(UTC).isoformat(timespec="seconds"), commit, author, summary, outcome,
              json.dumps(served, sort_keys=True), json.dumps(sorted(acted_on))))
         crash_point("ledger entry committed")
-        return cursor.lastrowid
+        return int(cursor.lastrowid or 0)
 
     def entries(self, endpoint: str | None = None) -> list[Entry]:
         rows = self._db.execute(f"SELECT {_COLUMNS} FROM entries ORDER BY id").fetchall()
-        entries = [Entry(*row[:6], served=json.loads(row[6]), acted_on=tuple(json.loads(row[7]))) for row in rows]
+        entries = [Entry(id=row[0], time=row[1], commit=row[2], author=row[3], summary=row[4], outcome=row[5],
+                         served=json.loads(row[6]), acted_on=tuple(json.loads(row[7]))) for row in rows]
         if endpoint is not None:
             entries = [e for e in entries if endpoint in e.endpoints()]
         return entries

@@ -84,7 +84,7 @@ class StateLock:
                 json.dump(info, handle)
                 handle.flush()
                 os.fsync(handle.fileno())
-            self.id = info["id"]
+            self.id = str(info["id"])
             return self
 
     def _take_over_dead_holder(self) -> bool:

@@ -38,7 +38,9 @@ def observe(spec: Spec, registry, targets: Mapping[str, Target], builder=None) -
         seen_endpoints, seen_deployments = targets[name].observe()
         endpoints.update({e.name: e for e in seen_endpoints})
         deployments.update({d.key: d for d in seen_deployments})
-    environment_digests, environment_refs, images = {}, {}, frozenset()
+    environment_digests: dict = {}
+    environment_refs: dict = {}
+    images: frozenset[str] = frozenset()
     if builder is not None:
         environment_digests, environment_refs, images = builder.observe(spec)
     return Actual(models=models, model_contents=contents, environment_digests=environment_digests,

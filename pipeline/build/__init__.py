@@ -75,7 +75,8 @@ def default_base(environment: Environment) -> str:
 
 def _base_stage(header: str, label: str) -> tuple[str, str]:
     """Label every stage of a Dockerfile and name its last one; returns (text, last stage name)."""
-    lines, last = [], None
+    lines: list[str] = []
+    last: int | None = None
     for line in header.splitlines():
         match = _FROM.match(line)
         if match:
@@ -86,6 +87,7 @@ def _base_stage(header: str, label: str) -> tuple[str, str]:
     if last is None:
         raise MlopsError("the environment's dockerfile has no FROM line")
     match = _FROM.match(lines[last])
+    assert match is not None  # the line was found by this very pattern
     name = match.group(3) or "mlops-base"
     if not match.group(3):
         lines[last] = f"{match.group(1)} AS {name}"
@@ -228,6 +230,8 @@ class ImageBuilder:
             if target.kind.environment is not EnvironmentKind.IMAGE:
                 continue
             for deployment in endpoint.deployments.values():
+                if deployment.environment is None:  # the validator requires one on image targets
+                    continue
                 digest = self.context(deployment.environment, target.base_image).digest()
                 digests.setdefault(target.type, {})[deployment.environment] = digest
                 ref = image_ref(deployment.environment, digest, target.image_repository)
@@ -257,7 +261,7 @@ class ImageBuilder:
         suite = local_base.host_suite()
         if context.environment.dockerfile or context.base_image != local_base.default_base():
             return context.environment.python
-        shipped = local_base.SUITE_PYTHON.get(suite, context.environment.python)
+        shipped = local_base.SUITE_PYTHON.get(suite or "", context.environment.python)
         if shipped != context.environment.python:
             raise MlopsError(f"environment '{context.environment.name}' asks for Python "
                              f"{context.environment.python}, but the local base ({suite}) has {shipped}: set "
@@ -294,7 +298,7 @@ class ImageBuilder:
         labels = {ENVIRONMENT_LABEL: environment, f"{LABEL_PREFIX}digest": context.digest(),
                   f"{LABEL_PREFIX}version": pipeline.__version__}
         self.builds += 1
-        step, output = "", []
+        step, output = "", list[str]()
         try:
             for chunk in client.api.build(fileobj=context.tarball(labels, wheels), custom_context=True, tag=ref,
                                           network_mode="host", rm=True, forcerm=True, decode=True):

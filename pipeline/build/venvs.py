@@ -99,7 +99,7 @@ def find_interpreter(version: str) -> tuple[Path, str] | None:
         candidates.append(result.stdout.strip() if result.returncode == 0 else None)
     for candidate in filter(None, candidates):
         full = _version_of(candidate)
-        if _matches(version, full):
+        if full is not None and _matches(version, full):
             return Path(candidate), full
     return None
 
@@ -267,8 +267,9 @@ class VenvBuilder:
         service = folder / "mlops-service-requirements.txt"
         service.write_text(service_requirements())
         requirements = [service]
-        if self.spec.environments[environment].requirements:
-            requirements.append(self.spec.root / self.spec.environments[environment].requirements)
+        wanted = self.spec.environments[environment].requirements
+        if wanted:
+            requirements.append(self.spec.root / wanted)
         count = sum(1 for path in requirements for line in path.read_text().splitlines()
                     if line.strip() and not line.lstrip().startswith("#"))
         self.progress(f"installing {count} requirements")

@@ -11,6 +11,7 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -151,7 +152,7 @@ def status(app: App, fmt: str) -> None:
 
     spec = app.spec()
     adapters = make_targets(spec, app.state_dir())
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in sorted(used_targets(spec) & set(adapters)):
         endpoints, deployments = adapters[name].observe()
         for endpoint in endpoints:

@@ -68,7 +68,7 @@ def score(app: App, name: str, data: str | None, body_file: Path | None, deploym
 
     if (data is None) == (body_file is None):
         raise MlopsError("give the request body with exactly one of --data or --file")
-    body = data if data is not None else body_file.read_text()
+    body = data if data is not None else Path(str(body_file)).read_text()
     target = _endpoint_target(app, name)
     if deployment and deployment not in app.spec().endpoints[name].deployments:  # the router would say only '?'
         raise _unknown("deployment", deployment, app.spec().endpoints[name].deployments, f"endpoint '{name}'")

@@ -12,6 +12,7 @@ import difflib
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -93,7 +94,7 @@ def resolve_reference(reference: str, entries: list[Entry], endpoint: str,
             raise ReferenceNotFound(f"no ledger entry or commit '{reference}'; see mlops history {endpoint}")
         return by_id
     if kind == "" and by_id is not None:
-        raise ReferenceNotFound(f"'{reference}' is both ledger entry #{by_id.id} and commit {sha[:12]}; "
+        raise ReferenceNotFound(f"'{reference}' is both ledger entry #{by_id.id} and commit {(sha or '')[:12]}; "
                                 f"say --to entry:{value} or --to commit:{value}")
     if sha is None:
         raise ReferenceNotFound(f"no commit '{value}' in the ledger or the repository")
@@ -104,7 +105,7 @@ def resolve_reference(reference: str, entries: list[Entry], endpoint: str,
     return served[-1]
 
 
-def rollback_edits(spec, entry: Entry, endpoint: str) -> tuple[list[tuple[tuple[str, ...], object]], list[str]]:
+def rollback_edits(spec, entry: Entry, endpoint: str) -> tuple[list[tuple[tuple[str, ...], Any]], list[str]]:
     """The (path, value) edits that make ``endpoint`` serve what ``entry`` recorded, and notes for the user.
 
     Models are pinned to the versions served then, and traffic and mirror percentages set to what
@@ -113,7 +114,8 @@ def rollback_edits(spec, entry: Entry, endpoint: str) -> tuple[list[tuple[tuple[
     desired = spec.endpoints[endpoint]
     served = {key.split("/", 1)[1]: value for key, value in entry.served.items() if key.startswith(f"{endpoint}/")}
     base = ("endpoints", endpoint)
-    edits, notes = [], []
+    edits: list[tuple[tuple[str, ...], Any]] = []
+    notes: list[str] = []
     for deployment, then in sorted(served.items()):
         if deployment not in desired.deployments:
             notes.append(f"deployment '{deployment}' served {then['model']} at entry #{entry.id} but is no longer "

@@ -32,7 +32,7 @@ def monitor(app: App, endpoint: str, deployment: str | None, since: str, fmt: st
     if endpoint not in spec.endpoints:
         raise ReferenceNotFound(f"no endpoint '{endpoint}' in {app.file}")
     models = {ModelRef.parse(str(d.model)).name for d in spec.endpoints[endpoint].deployments.values()}
-    baselines = [spec.models[m].baseline for m in sorted(models) if spec.models[m].baseline]
+    baselines = [b for m in sorted(models) if (b := spec.models[m].baseline)]
     baseline = load_baseline(spec.root / baselines[0]) if baselines else None
     events = read_events(app.state_dir() / "data", endpoint, deployment, since=start, until=until)
     reports = summarize(events, baseline)

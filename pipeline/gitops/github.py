@@ -42,7 +42,7 @@ class GitHub:
         return response
 
     def find_comment(self, number: int) -> int | None:
-        url = f"/repos/{self.repository}/issues/{number}/comments"
+        url: str | None = f"/repos/{self.repository}/issues/{number}/comments"
         params: dict | None = {"per_page": 100}
         while url:
             response = self._call("GET", url, params=params)

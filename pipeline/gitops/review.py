@@ -73,7 +73,7 @@ def base_section(root: Path, spec_file: Path, base_ref: str, head, markdown: boo
         repo = git.Repo(root, search_parent_directories=True)
     except git.InvalidGitRepositoryError:
         raise GitError(f"--base needs a git repository; {root} is not in one") from None
-    top = Path(repo.working_tree_dir).resolve()
+    top = Path(repo.working_tree_dir or root).resolve()
     spec_path = str(spec_file.resolve().relative_to(top))
     prefix = str(Path(spec_path).parent) if Path(spec_path).parent != Path(".") else ""
     commit, base = _spec_at(repo, base_ref, spec_path)
@@ -113,13 +113,13 @@ def base_section(root: Path, spec_file: Path, base_ref: str, head, markdown: boo
     for name, endpoint in sorted(head.endpoints.items()):
         before = old_endpoints.get(name)
         for dname, deployment in sorted(endpoint.deployments.items()):
-            old = before.deployments.get(dname) if before else None
-            if old is None:
+            was = before.deployments.get(dname) if before is not None else None
+            if was is None:
                 lines.append(f"+ deployment {name}/{dname} ({deployment.model})")
-            elif old != deployment:
-                what = [f"model {old.model} → {deployment.model}"] if old.model != deployment.model else []
-                if old.instance_count != deployment.instance_count:
-                    what.append(f"instances {old.instance_count} → {deployment.instance_count}")
+            elif was != deployment:
+                what = [f"model {was.model} → {deployment.model}"] if was.model != deployment.model else []
+                if was.instance_count != deployment.instance_count:
+                    what.append(f"instances {was.instance_count} → {deployment.instance_count}")
                 lines.append(f"~ deployment {name}/{dname}: " + (", ".join(what) or "settings changed"))
         if before is not None:
             for dname in sorted(set(before.deployments) - set(endpoint.deployments)):

@@ -26,7 +26,7 @@ from typing import Any
 try:
     from orjson import loads as _loads
 except ImportError:  # pragma: no cover
-    _loads = json.loads
+    _loads = json.loads  # type: ignore[assignment]
 
 log = logging.getLogger("mlops.monitor")
 
@@ -127,7 +127,7 @@ class EventReader:
         except ValueError:
             self.skipped += 1
             return False
-        moment = _utc(moment)
+        moment = _utc(moment) or moment
         return (self.since is None or moment >= self.since) and (self.until is None or moment < self.until)
 
     def _read(self) -> Iterator[dict[str, Any]]:

@@ -208,11 +208,11 @@ class _Planner:
                 continue
             self._remove(f"deployment.{key}", observed.target, observed.endpoint, observed.name, moved,
                          {"model": observed.model, "status": observed.status})
-        for name, observed in sorted(self.actual.endpoints.items()):
-            wanted = self.spec.endpoints.get(name)
-            moved = wanted is not None and wanted.target != observed.target
-            if wanted is None or moved:
-                self._remove(f"endpoint.{name}", observed.target, name, None, moved, {"url": observed.url})
+        for name, seen in sorted(self.actual.endpoints.items()):
+            declared = self.spec.endpoints.get(name)
+            moved = declared is not None and declared.target != seen.target
+            if declared is None or moved:
+                self._remove(f"endpoint.{name}", seen.target, name, None, moved, {"url": seen.url})
 
     def _remove(self, address, target, endpoint, deployment, moved, before) -> None:
         key = f"{endpoint}/{deployment}" if deployment else endpoint

@@ -117,9 +117,10 @@ class Editor:
 
     @staticmethod
     def _nested(path: tuple[str, ...], value: Scalar) -> Any:
+        nested: Any = value
         for key in reversed(path):
-            value = {key: value}
-        return value
+            nested = {key: nested}
+        return nested
 
     @staticmethod
     def _child(node: yaml.Node, key: str, where: tuple[str, ...]) -> yaml.Node | None:

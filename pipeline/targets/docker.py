@@ -43,7 +43,10 @@ SERVICE_UID = SERVICE_GID = 10001  # who containers run as when mlops itself run
 
 
 def memory_bytes(text: str) -> int:
-    number, unit = _MEMORY.match(text).groups()
+    match = _MEMORY.match(text)
+    if match is None:  # the schema's pattern admits only these forms
+        raise ValueError(f"{text!r} is not a memory size like 512Mi")
+    number, unit = match.groups()
     return int(number) * _UNITS[unit]
 
 
@@ -110,7 +113,8 @@ class DockerTarget(LocalTarget):
 
     def _owned(self, name: str | None = None, **labels: str) -> list:
         """This project's containers on this target, running or not, narrowed by ``labels``."""
-        filters = {"label": [f"{key}={value}" for key, value in self._labels(**labels).items()]}
+        filters: dict[str, str | list[str]] = {
+            "label": [f"{key}={value}" for key, value in self._labels(**labels).items()]}
         if name:
             filters["name"] = name
         with self._engine_call("list containers"):

@@ -1,0 +1,1 @@
+"""Carrying out a plan safely: observe, the apply service, executor, journal, lock and ledger."""

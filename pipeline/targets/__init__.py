@@ -1,0 +1,1 @@
+"""Where deployments run: the Target protocol and its adapters (local processes, Docker, fakes)."""
