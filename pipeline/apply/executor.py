@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from pipeline.apply.journal import Journal
 from pipeline.errors import MlopsError, ReferenceNotFound, TargetError
+from pipeline.plan.model import BuildData, DeployData, RemoveData
 from pipeline.spec.checks import VAR_REF
 from pipeline.spec.model import Spec, settings_digest
 from pipeline.targets.base import DeployRequest, ResolvedModel, Target
@@ -33,7 +34,7 @@ Progress = Callable[[Any, str, str], None]  # (step, "start" | "done" | "failed"
 
 
 class Builder(Protocol):
-    def build(self, environment: str, step_data: Mapping[str, Any]) -> str:
+    def build(self, environment: str, step_data: BuildData) -> str:
         """Build the image a build step describes; returns the image reference."""
         ...
 
@@ -124,7 +125,7 @@ class Executor:
     # -- step kinds ------------------------------------------------------------------------
 
     def _register(self, step, outcome: Outcome) -> str:
-        model = self.spec.models[step.data["model"]]
+        model = self.spec.models[step.data.model]
         version, created = self.registry.register(
             model.name, self.spec.root / model.path, flavor=model.flavor, description=model.description,
             tags=dict(model.tags), lineage={**self.lineage, "model_path": model.path})
@@ -134,26 +135,27 @@ class Executor:
     def _build(self, step, outcome: Outcome) -> str:
         if self.builder is None:
             raise MlopsError("this plan needs an image build, but no builder is available")
-        image = self.builder.build(step.data["environment"], step.data)
-        self.images[step.data["image"]] = image
+        image = self.builder.build(step.data.environment, step.data)
+        self.images[step.data.image] = image
         return image
 
     def _endpoint(self, step, outcome: Outcome) -> str:
-        endpoint = self.spec.endpoints[step.data["endpoint"]]
+        endpoint = self.spec.endpoints[step.data.endpoint]
         observed = self.targets[endpoint.target].ensure_endpoint(endpoint)
         return observed.url or ""
 
     def _deploy(self, step, outcome: Outcome) -> str:
-        endpoint = self.spec.endpoints[step.data["endpoint"]]
-        deployment = endpoint.deployments[step.data["deployment"]]
-        model = self._resolve_model(step.data)
+        data: DeployData = step.data
+        endpoint = self.spec.endpoints[data.endpoint]
+        deployment = endpoint.deployments[data.deployment]
+        model = self._resolve_model(data)
         where = self.spec.where(f"endpoints.{endpoint.name}.deployments.{deployment.name}")
         request = DeployRequest(
             endpoint=endpoint, deployment=deployment, model=model,
             environment_variables=resolve_variables(deployment.environment_variables, where),
-            image=step.data.get("image"), settings_digest=settings_digest(endpoint, deployment),
+            image=data.image, settings_digest=settings_digest(endpoint, deployment),
             baseline=self._baseline_in_model(model.name),
-            interpreter=self.builder.interpreter(step.data["image"]) if self.builder and step.data.get("image")
+            interpreter=self.builder.interpreter(data.image) if self.builder and data.image
             else None)
         target = self.targets[endpoint.target]
         target.ensure_endpoint(endpoint)
@@ -165,21 +167,22 @@ class Executor:
     _update = _deploy
 
     def _traffic(self, step, outcome: Outcome) -> str:
-        endpoint = self.spec.endpoints[step.data["endpoint"]]
+        endpoint = self.spec.endpoints[step.data.endpoint]
         target = self.targets[endpoint.target]
         target.ensure_endpoint(endpoint)
         target.set_traffic(endpoint.name, endpoint.traffic, endpoint.mirror_traffic)
         return ", ".join(f"{d} {p}%" for d, p in endpoint.traffic.items())
 
     def _delete(self, step, outcome: Outcome) -> str:
-        target = self.targets.get(step.data["target"])
+        data: RemoveData = step.data
+        target = self.targets.get(data.target)
         if target is None:
-            raise TargetError(f"target '{step.data['target']}' is no longer in {self.spec.file}; "
+            raise TargetError(f"target '{data.target}' is no longer in {self.spec.file}; "
                               "cannot delete what runs there")
-        if step.data.get("deployment"):
-            target.delete(step.data["endpoint"], step.data["deployment"])
+        if data.deployment:
+            target.delete(data.endpoint, data.deployment)
         else:
-            target.delete_endpoint(step.data["endpoint"])
+            target.delete_endpoint(data.endpoint)
         return "deleted"
 
     # -- helpers ---------------------------------------------------------------------------
@@ -194,13 +197,13 @@ class Executor:
         except ValueError:
             return None  # outside the model's folder: not part of the version the service loads
 
-    def _resolve_model(self, data: Mapping[str, Any]) -> ResolvedModel:
+    def _resolve_model(self, data: DeployData) -> ResolvedModel:
         """The version a deploy step means: pinned, or the one registered for the planned digest."""
-        name, version = data["model_name"], data.get("model_version")
+        name, version = data.model_name, data.model_version
         if version is None:
-            found = self.registry.find(name, data["model_digest"])
+            found = self.registry.find(name, data.model_digest)
             if found is None:
-                raise ReferenceNotFound(f"model {name} with content {data['model_digest']} is not "
+                raise ReferenceNotFound(f"model {name} with content {data.model_digest} is not "
                                         "registered; re-run mlops apply to plan again")
             version = found.version
         record = self.registry.get(name, version)

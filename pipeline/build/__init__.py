@@ -207,8 +207,8 @@ class ImageBuilder:
         found = [self.spec.targets[name] for name in sorted(used)
                  if self.spec.targets[name].kind.environment is EnvironmentKind.IMAGE]
         if data is not None:
-            found = [t for t in found if t.base_image == data.get("base_image")
-                     and t.image_repository == data.get("repository")]
+            found = [t for t in found if t.base_image == data.base_image
+                     and t.image_repository == data.repository]
         return found
 
     def base_image(self, environment: Environment, target_base: str | None) -> str:
@@ -247,12 +247,12 @@ class ImageBuilder:
 
     def build(self, environment: str, data) -> str:
         """Build the image a plan's build step names on every engine that lacks it."""
-        ref = data["image"]
+        ref = data.image
         for host in self.hosts(self.targets(data)):
             client = self.client_for(host)
             if not _exists(client, ref):
                 self._build_on(client, environment, data)
-        if data.get("repository"):
+        if data.repository:
             self.push(ref)
         return ref
 
@@ -286,8 +286,8 @@ class ImageBuilder:
                              "base_image unset to use the local base (mlops images base)") from None
 
     def _build_on(self, client, environment: str, data) -> None:
-        ref = data["image"]
-        context = self.context(environment, data.get("base_image"))
+        ref = data.image
+        context = self.context(environment, data.base_image)
         python = self._python(context)
         self._ensure_base(client, context)
         try:

@@ -27,10 +27,11 @@ import shutil
 import subprocess
 import sys
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib.util import find_spec
 from pathlib import Path
+from typing import Any
 
 import pipeline
 from pipeline.build import service_requirements
@@ -217,16 +218,17 @@ class VenvBuilder:
                 self._lock_fd = None
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def build(self, environment: str, data: Mapping) -> str:
+    def build(self, environment: str, data: Any = None) -> str:
         """Build the venv of ``environment`` (no-op when complete); returns its ref.
 
         ``data`` is the plan step's data; a ``digest`` in it must match the environment now,
         otherwise the requirements changed since the plan and the build is refused.
         """
         digest = environment_digest(self.spec, environment)
-        if data.get("digest") and data["digest"] != digest:
+        planned = getattr(data, "digest", None)  # the plan's BuildData, when a plan asks
+        if planned and planned != digest:
             raise BuildError(f"environment '{environment}' changed since the plan was made "
-                             f"({data['digest'][:19]} planned, {digest[:19]} now); plan again")
+                             f"({planned[:19]} planned, {digest[:19]} now); plan again")
         ref = self.ref(environment, digest)
         if self.complete(ref):
             return ref

@@ -50,10 +50,10 @@ class Builders:
         return digests, wanted, built
 
     def build(self, environment: str, data) -> str:
-        venv = self.spec_kind(data.get("target_type")) is EnvironmentKind.VENV
+        venv = self.spec_kind(data.target_type) is EnvironmentKind.VENV
         builder = self.venvs if venv else self.images
         if builder is None:
-            raise MlopsError(f"no builder for environment '{environment}' on a {data.get('target_type')} target")
+            raise MlopsError(f"no builder for environment '{environment}' on a {data.target_type} target")
         return builder.build(environment, data)
 
     def collect_garbage(self, spec: Spec, serving: dict[str, dict], keep: int = 2) -> list[str]:

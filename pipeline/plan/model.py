@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -68,15 +68,61 @@ def changed_fields(before: Mapping[str, Any] | None, after: Mapping[str, Any] | 
 
 
 @dataclass(frozen=True)
+class RegisterData:
+    model: str
+    digest: str  # the content to register (the version is assigned when it is)
+
+
+@dataclass(frozen=True)
+class BuildData:
+    environment: str
+    image: str  # the image or venv reference the builder named
+    digest: str  # the environment's build digest (refused at build time when it changed since)
+    target_type: str
+    repository: str | None = None
+    base_image: str | None = None
+
+
+@dataclass(frozen=True)
+class EndpointData:
+    endpoint: str
+    target: str
+
+
+@dataclass(frozen=True)
+class DeployData:
+    endpoint: str
+    deployment: str
+    target: str
+    model_name: str
+    model_version: int | None  # None: the version registered for model_digest by this plan
+    model_digest: str
+    image: str | None = None
+
+
+@dataclass(frozen=True)
+class RemoveData:
+    target: str
+    endpoint: str
+    deployment: str | None = None  # None: the whole endpoint
+
+
+StepData = RegisterData | BuildData | EndpointData | DeployData | RemoveData
+PAYLOADS: dict[str, type] = {"register": RegisterData, "build": BuildData, "endpoint": EndpointData,
+                             "deploy": DeployData, "update": DeployData, "traffic": EndpointData,
+                             "delete": RemoveData, "keep": RemoveData}
+
+
+@dataclass(frozen=True)
 class Step:
     id: str  # stable, like "deploy:iris/blue"
     kind: StepKind
     action: Action
     address: str  # what it acts on, like "deployment.iris/blue"
     reason: str
+    data: StepData  # what apply needs, typed by kind (PAYLOADS)
     before: Mapping[str, Any] | None = None
     after: Mapping[str, Any] | None = None
-    data: Mapping[str, Any] = field(default_factory=dict)  # what apply needs
     depends_on: tuple[str, ...] = ()
 
     @property
@@ -136,7 +182,7 @@ class Plan:
                                  f"this mlops reads version {FORMAT_VERSION}. Run mlops plan again")
             steps = tuple(Step(id=s["id"], kind=StepKind(s["kind"]), action=Action(s["action"]), address=s["address"],
                                reason=s["reason"], before=s.get("before"), after=s.get("after"),
-                               data=s.get("data") or {}, depends_on=tuple(s.get("depends_on") or ()))
+                               data=PAYLOADS[s["kind"]](**s["data"]), depends_on=tuple(s.get("depends_on") or ()))
                           for s in data["steps"])
             for step in steps:
                 if step.kind not in WAVES or step.action not in SYMBOLS:

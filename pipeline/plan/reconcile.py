@@ -13,7 +13,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from pipeline.errors import ReferenceNotFound
-from pipeline.plan.model import Action, Plan, Step, StepKind, changed_fields, normalize
+from pipeline.plan.model import (
+    Action,
+    BuildData,
+    DeployData,
+    EndpointData,
+    Plan,
+    RegisterData,
+    RemoveData,
+    Step,
+    StepKind,
+    changed_fields,
+    normalize,
+)
 from pipeline.spec.model import Deployment, Endpoint, Spec, settings_digest
 from pipeline.spec.target_kinds import EnvironmentKind
 from pipeline.state import RUNNING, Actual, ObservedDeployment
@@ -55,7 +67,7 @@ class _Planner:
                         reason=f"new content at {model.path} (sha256:{_short(digest)}) → version {predicted}",
                         before={"latest": f"{name}:{max(known)}"} if known else None,
                         after={"version": f"{name}:{predicted}", "digest": digest, "flavor": model.flavor},
-                        data={"model": name, "digest": digest})
+                        data=RegisterData(name, digest))
             self.steps.append(step)
             self.resolved[name] = _Resolved(f"{name}:{predicted}", name, None, digest, step.id)
 
@@ -90,9 +102,8 @@ class _Planner:
                 reason=f"environment {deployment.environment} (digest {_short(digest)}) has no "
                        f"{'virtual environment' if venv else 'image'} yet",
                 after={"image": ref},
-                data={"environment": deployment.environment, "image": ref, "digest": digest,
-                      "target_type": target.type, "repository": target.image_repository,
-                      "base_image": target.base_image})
+                data=BuildData(deployment.environment, ref, digest, target.type, target.image_repository,
+                               target.base_image))
         return ref, step_id
 
     # -- wave 3 ----------------------------------------------------------------------------
@@ -100,7 +111,7 @@ class _Planner:
     def endpoint(self, endpoint: Endpoint) -> str | None:
         observed = self.actual.endpoints.get(endpoint.name)
         address = f"endpoint.{endpoint.name}"
-        data = {"endpoint": endpoint.name, "target": endpoint.target}
+        data = EndpointData(endpoint.name, endpoint.target)
         if observed is None or observed.target != endpoint.target:
             self.steps.append(Step(id=f"endpoint:{endpoint.name}", kind=StepKind.ENDPOINT, action=Action.CREATE,
                                    address=address,
@@ -133,9 +144,8 @@ class _Planner:
         if image is None:
             del wanted["image"]
         depends = tuple(s for s in (resolved.register_step, build_step, endpoint_step) if s)
-        data = {"endpoint": endpoint.name, "deployment": deployment.name, "target": endpoint.target,
-                "model_name": resolved.name, "model_version": resolved.version, "model_digest": resolved.digest,
-                "image": image}
+        data = DeployData(endpoint.name, deployment.name, endpoint.target, resolved.name, resolved.version,
+                          resolved.digest, image)
         key = deployment.key
         observed = self.actual.deployments.get(key)
         if observed is None or observed.target != endpoint.target:
@@ -193,9 +203,9 @@ class _Planner:
             id=f"traffic:{endpoint.name}", kind=StepKind.TRAFFIC, action=Action.UPDATE,
             address=f"endpoint.{endpoint.name}",
             reason=f"route {split}" + "".join(f"; mirror {p}% to {d}" for d, p in want["mirror_traffic"].items()),
-            before=have, after=want, data={"endpoint": endpoint.name, "target": endpoint.target},
+            before=have, after=want, data=EndpointData(endpoint.name, endpoint.target),
             depends_on=tuple(s.id for s in self.steps if s.kind in ("deploy", "update", "endpoint")
-                             and s.data.get("endpoint") == endpoint.name)))
+                             and getattr(s.data, "endpoint", None) == endpoint.name)))
 
     # -- wave 5 ----------------------------------------------------------------------------
 
@@ -216,7 +226,7 @@ class _Planner:
 
     def _remove(self, address, target, endpoint, deployment, moved, before) -> None:
         key = f"{endpoint}/{deployment}" if deployment else endpoint
-        data = {"target": target, "endpoint": endpoint, "deployment": deployment}
+        data = RemoveData(target, endpoint, deployment)
         if moved or self.prune:
             reason = f"moved to another target; removed from {target}" if moved else f"no longer in {self.spec.file}"
             self.steps.append(Step(id=f"delete:{key}", kind=StepKind.DELETE, action=Action.DELETE, address=address,
@@ -228,7 +238,7 @@ class _Planner:
 
 
 def _selected(step: Step, targets: set[str]) -> bool:
-    endpoint, deployment = step.data.get("endpoint"), step.data.get("deployment")
+    endpoint, deployment = getattr(step.data, "endpoint", None), getattr(step.data, "deployment", None)
     return endpoint in targets or (deployment is not None and f"{endpoint}/{deployment}" in targets) or (
         step.kind in ("traffic", "endpoint") and any(t.split("/", 1)[0] == endpoint for t in targets))
 

@@ -10,6 +10,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -57,7 +58,7 @@ def built(tmp_path_factory):
     leftover.mkdir(parents=True)
     (leftover / "junk-from-a-killed-build").write_text("")
     started = time.monotonic()
-    ref = builder.build("small", {})
+    ref = builder.build("small")
     print(f"first build: {time.monotonic() - started:.1f}s")
     return spec, builder, ref
 
@@ -81,7 +82,7 @@ def test_second_build_is_a_fast_noop_with_the_same_ref(built):
     spec, first, ref = built
     again = VenvBuilder(spec, first.root.parent)
     started = time.monotonic()
-    assert again.build("small", {}) == ref
+    assert again.build("small") == ref
     print(f"no-op build: {time.monotonic() - started:.3f}s")
     assert again.builds == 0 and time.monotonic() - started < 1
 
@@ -98,7 +99,7 @@ import sys
 from pathlib import Path
 from pipeline.build.venvs import VenvBuilder
 from pipeline.spec.loader import load
-VenvBuilder(load(Path(sys.argv[1])), Path(sys.argv[2])).build("small", {})
+VenvBuilder(load(Path(sys.argv[1])), Path(sys.argv[2])).build("small")
 """
 
 
@@ -113,7 +114,7 @@ def test_a_build_killed_while_pip_runs_is_redone_by_the_next_one(tmp_path):
         time.sleep(0.05)
     killed.kill()  # SIGKILL: its pip lives on, orphaned, and still holds the lock
     killed.wait()
-    assert builder.build("small", {}) == ref and builder.builds == 1
+    assert builder.build("small") == ref and builder.builds == 1
     assert run(builder.python(ref), "import six").returncode == 0
 
 
@@ -129,7 +130,7 @@ def test_bad_requirement_fails_with_pips_message_and_leaves_nothing(tmp_path):
     spec = make_spec(tmp_path / "repo", "no-such-package-xyz==1.0\n")
     builder = VenvBuilder(spec, tmp_path / "state")
     with pytest.raises(BuildError, match="no-such-package-xyz") as error:
-        builder.build("small", {})
+        builder.build("small")
     assert "No matching distribution" in str(error.value) or "not found" in str(error.value)
     assert list(builder.root.iterdir()) == [builder.root / ".lock"]
 
@@ -139,7 +140,7 @@ def test_concurrent_builds_of_one_environment_build_it_once(tmp_path):
     spec = make_spec(tmp_path / "repo", "six\n")
     builders = [VenvBuilder(spec, tmp_path / "state") for _ in range(2)]
     with ThreadPoolExecutor(2) as pool:
-        refs = list(pool.map(lambda builder: builder.build("small", {}), builders))
+        refs = list(pool.map(lambda builder: builder.build("small"), builders))
     assert refs[0] == refs[1] and sum(b.builds for b in builders) == 1
     assert run(builders[0].python(refs[0]), "import six").returncode == 0
 
@@ -163,14 +164,14 @@ def test_missing_python_fails_naming_what_was_asked_and_what_exists(tmp_path):
     spec = make_spec(tmp_path / "repo", "six\n", python="3.99")
     builder = VenvBuilder(spec, tmp_path / "state")
     with pytest.raises(BuildError, match=r"asks for Python 3\.99.*found: .*3\.11"):
-        builder.build("small", {})
+        builder.build("small")
     assert not any(p.is_dir() for p in builder.root.iterdir())
 
 
 def test_a_plan_made_for_other_requirements_is_refused(tmp_path):
     spec = make_spec(tmp_path / "repo", "six\n")
     with pytest.raises(BuildError, match="changed since the plan"):
-        VenvBuilder(spec, tmp_path / "state").build("small", {"digest": "sha256:" + "0" * 64})
+        VenvBuilder(spec, tmp_path / "state").build("small", SimpleNamespace(digest="sha256:" + "0" * 64))
 
 
 def test_a_conda_file_is_refused(tmp_path):
@@ -179,7 +180,7 @@ def test_a_conda_file_is_refused(tmp_path):
     environment = dataclasses.replace(spec.environments["small"], conda_file="conda.yaml")
     spec = dataclasses.replace(spec, environments={"small": environment})
     with pytest.raises(BuildError, match="conda_file"):
-        VenvBuilder(spec, tmp_path / "state").build("small", {})
+        VenvBuilder(spec, tmp_path / "state").build("small")
 
 
 def test_collect_garbage_keeps_only_the_given_complete_venvs(tmp_path):

@@ -106,7 +106,7 @@ def test_new_content_registers_then_updates_the_unpinned_deployments(spec):
     update = plan.steps[2]
     assert update.before == {"model": "iris:1"} and update.after == {"model": "iris:2"}
     assert update.depends_on == ("register:iris",)
-    assert update.data["model_version"] is None and update.data["model_digest"] == D2
+    assert update.data.model_version is None and update.data.model_digest == D2
     assert plan.summary() == "Plan: 1 to add, 2 to change, 0 to destroy."
 
 

@@ -12,7 +12,7 @@ import os
 import pytest
 
 from pipeline.cli.wiring import make_targets
-from pipeline.plan.model import image_ref
+from pipeline.plan.model import BuildData, image_ref
 from pipeline.registry import open_registry
 from pipeline.spec.loader import load
 from tests.targets.contract import Harness, TargetContract, write_repository
@@ -52,7 +52,7 @@ def image(tmp_path_factory):
     builder = ImageBuilder(spec, spec.registry_path().parent, progress=lambda line: None)
     ref = image_ref(ENVIRONMENT, builder.context(ENVIRONMENT, base).digest())
     existed = builder.exists(ref)
-    builder.build(ENVIRONMENT, {"image": ref, "base_image": base, "repository": None})
+    builder.build(ENVIRONMENT, BuildData(ENVIRONMENT, ref, "", "docker", repository=None, base_image=base))
     yield base, ref
     if not existed:  # only the image this module built
         try:
