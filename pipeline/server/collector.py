@@ -49,7 +49,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.server.http import HTTPError, dumps, parse_json
+from pipeline.errors import InvalidInput
+from pipeline.runtime.jsonio import dumps, parse_json
 
 log = logging.getLogger("mlops.server.collector")
 
@@ -271,6 +272,6 @@ def _json_value(inputs: Any) -> Any:
     if isinstance(inputs, bytes | bytearray):
         try:
             return parse_json(inputs)
-        except HTTPError:
+        except InvalidInput:
             return inputs.decode("utf-8", "replace")
     return inputs

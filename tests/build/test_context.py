@@ -184,7 +184,7 @@ def test_the_image_ships_the_scoring_service_and_router_only(spec, tmp_path):
     """No CLI, planner, executor or spec loader in a scoring image, and what is there imports alone."""
     names = [name for name, _ in Context(spec, spec.environments["sk"], "base:1").files if name.startswith("pipeline/")]
     assert "pipeline/server/app.py" in names and "pipeline/server/router.py" in names
-    assert "pipeline/errors.py" in names
+    assert "pipeline/runtime/__init__.py" in names and "pipeline/errors.py" in names
     left_out = ("pipeline/cli/", "pipeline/plan/", "pipeline/apply/", "pipeline/spec/", "pipeline/build/")
     assert not [name for name in names if name.startswith(left_out)]
     source = tmp_path / "image-src"

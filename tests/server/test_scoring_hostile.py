@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 
 from pipeline.monitor import read_events
 from pipeline.monitor.report import feature_rows
+from pipeline.runtime.jsonio import MAX_DEPTH
 from pipeline.server.app import create_app
 from pipeline.server.collector import Collector
 from pipeline.server.config import ServerConfig
-from pipeline.server.http import MAX_DEPTH
 from pipeline.spec.model import DataCollector
 
 ROUTES = ("/score", "/v2/models/iris/infer", "/invocations")
@@ -155,15 +155,14 @@ def test_a_model_that_takes_missing_values_gets_them(tmp_path):
     import skops.io as sio
     from sklearn.ensemble import HistGradientBoostingRegressor
 
-    from pipeline.server.flavors import load_model
+    from pipeline.runtime import load_model
 
     x = np.random.default_rng(0).normal(size=(50, 2))
     sio.dump(HistGradientBoostingRegressor(max_iter=5).fit(x, x[:, 0]), tmp_path / "model.skops")
     (tmp_path / "model.json").write_text(json.dumps({"trusted_types": sio.get_untrusted_types(
         file=tmp_path / "model.skops")}))
     model = load_model(tmp_path, "sklearn")
-    payload, _, _ = model.parse_score(b'{"data": [[null, 1.0]]}')
-    assert np.isfinite(model.run_score(payload)).all()
+    assert np.isfinite(model.predict_batch([[None, 1.0]])).all()
 
 
 def test_one_unserializable_event_is_dropped_and_counted_not_the_others(tmp_path):
