@@ -174,7 +174,7 @@ def test_one_unserializable_event_is_dropped_and_counted_not_the_others(tmp_path
     collector.record("/score", 200, 1.0, nested, [0], None)
     collector.record("/score", 200, 1.0, [[2.0]], [1], None)
     collector.close()
-    assert [e["inputs"] for e in read_events(tmp_path)] == [[[1.0]], [[2.0]]]
+    assert [e.inputs for e in read_events(tmp_path)] == [[[1.0]], [[2.0]]]
     assert collector.unserializable == 1 and collector.depth == 0
 
 
@@ -194,7 +194,7 @@ def test_after_a_hostile_body_the_next_request_is_scored_and_collected(serve, mo
     assert "mlops_collector_unserializable_events_total 0.0" in metrics
     served.stop()  # SIGTERM: the collector writes everything
     events = list(read_events(served.folder / "data", "ep", "blue"))
-    assert [e["status"] for e in events] == [400, 400, 200]
-    assert feature_rows(events[-1]["inputs"]) == marker  # what `mlops monitor` reads back
+    assert [e.status for e in events] == [400, 400, 200]
+    assert feature_rows(events[-1].inputs) == marker  # what `mlops monitor` reads back
     log = served.log.read_text()
     assert "Traceback" not in log and "POST /score" not in log  # no traceback, no access line per request

@@ -155,9 +155,9 @@ def test_files_roll_by_minute_and_events_come_back_in_time_order(tmp_path, monke
     assert len(files) == 4
     assert files[0].startswith("e/d/2023/11/14/22/13-") and files[-1].startswith("e/d/2023/11/14/22/15-")
     events = list(read_events(tmp_path))
-    assert [e["inputs"] for e in events] == [[[1]], [[2]], [[3]], [[4]]]
-    assert events[2]["error"] == "boom" and events[2]["status"] == 500
-    assert events[0]["time"] == "2023-11-14T22:13:20.000000+00:00"
+    assert [e.inputs for e in events] == [[[1]], [[2]], [[3]], [[4]]]
+    assert events[2].error == "boom" and events[2].status == 500
+    assert events[0].time == "2023-11-14T22:13:20.000000+00:00"
 
 
 def test_unserializable_outputs_are_kept_as_text(tmp_path):
@@ -165,8 +165,8 @@ def test_unserializable_outputs_are_kept_as_text(tmp_path):
     collector.record("/score", 200, 1.0, b'{"data": 1}', {1, 2}, None)
     collector.close()
     (event,) = read_events(tmp_path)
-    assert event["inputs"] == {"data": 1} and event["outputs"] == "{1, 2}"
-    assert "not serializable" in event["error"]
+    assert event.inputs == {"data": 1} and event.outputs == "{1, 2}"
+    assert "not serializable" in event.error
 
 
 # -- auth ------------------------------------------------------------------------------------------
