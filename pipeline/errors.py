@@ -17,7 +17,13 @@ one line per problem with ``file:line:column``) and exits 1, never with a traceb
     ├── BuildError           an environment image failed to build
     ├── TargetError          a deployment target failed (with the service's log tail)
     │   └── HealthCheckFailed  a deployment never became ready
-    └── ServeError           the scoring service cannot start (bad model, missing extra)
+    ├── ServeError           the scoring service cannot start (bad keys file, data folder)
+    │   └── ModelLoadError   a model folder cannot be loaded (bad files, untrusted types, missing extra)
+    └── InvalidInput         data a model cannot take (shape, type, names, null/NaN): the caller's
+                             mistake, never the model's failure (the HTTP service answers 400)
+
+``ModelLoadError`` and ``InvalidInput`` are the model runtime's (``pipeline.runtime``): it knows no
+HTTP, so it says what went wrong and the service picks the status.
 """
 
 from __future__ import annotations
@@ -103,3 +109,11 @@ class HealthCheckFailed(TargetError):
 
 class ServeError(MlopsError):
     """The scoring service cannot load its model or start."""
+
+
+class ModelLoadError(ServeError):
+    """A model folder cannot be loaded as its flavor (or is refused by its trust settings)."""
+
+
+class InvalidInput(MlopsError):
+    """The data given to a model does not fit it (shape, type, nesting, names, null/NaN...)."""

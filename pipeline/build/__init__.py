@@ -1,8 +1,9 @@
 """Environment images: an environment becomes a deterministic build context and a content-hash tag.
 
 The context holds a generated Dockerfile, the environment's requirements, the scoring service's
-own pinned requirements and the ``pipeline`` package source. Its digest covers all of them, so
-the tag ``mlops-env-<name>:<12 hex>`` changes exactly when the image would; an unchanged
+own pinned requirements and the source the scoring service and router run (``pipeline.runtime``,
+``pipeline.server`` and the modules they import; no CLI, planner or executor). Its digest covers
+all of them, so the tag ``mlops-env-<name>:<12 hex>`` changes exactly when the image would; an unchanged
 environment is never rebuilt. Models are not baked in: targets mount the registry's verified,
 read-only copy, so a model-only change builds nothing. (A Kubernetes target will need a thin
 model layer on top instead.)
@@ -19,6 +20,7 @@ lazily) on the engine of the target's ``host`` (default ``DOCKER_HOST``), with h
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import io
 import re
@@ -38,6 +40,7 @@ from pipeline.spec.target_kinds import EnvironmentKind
 SLIM_BASE = "python:{python}-slim"
 SERVICE_PACKAGES = ("starlette", "uvicorn", "uvloop", "httptools", "prometheus-client", "orjson", "numpy",
                     "pyyaml", "jsonschema", "httpx")
+IMAGE_PACKAGES = ("runtime", "server")  # what a scoring image runs; see _source_files
 LABEL_PREFIX = "mlops."
 PROJECT_LABEL = "mlops.project"
 ENVIRONMENT_LABEL = "mlops.environment"
@@ -62,10 +65,46 @@ def service_requirements() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _package_imports(path: Path) -> set[str]:
+    """The ``pipeline`` modules a source file imports, also lazily (inside functions) or for typing only."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_bytes(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)  # a submodule, or a name in it
+    return {name for name in names if name.split(".")[0] == "pipeline"}
+
+
+def _module_files(root: Path, module: str) -> list[Path]:
+    """The files importing ``module`` runs: its own and its parent packages' ``__init__.py``."""
+    parts = module.split(".")[1:]
+    files = [root / "__init__.py"]
+    for depth in range(1, len(parts) + 1):
+        base = root.joinpath(*parts[:depth])
+        for candidate in (base / "__init__.py", base.with_suffix(".py")):
+            if candidate.is_file():
+                files.append(candidate)
+                break
+    return files
+
+
 def _source_files() -> list[tuple[str, bytes]]:
+    """The part of the package the image runs: ``pipeline.runtime`` and ``pipeline.server`` whole, and
+    every module they import (found in their source, so a new import ships its module), nothing else:
+    no CLI, planner, executor or spec loader in a scoring image."""
     root = Path(pipeline.__file__).parent
-    return [(f"pipeline/{p.relative_to(root).as_posix()}", p.read_bytes()) for p in sorted(root.rglob("*"))
-            if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"]
+    chosen = {p for package in IMAGE_PACKAGES for p in (root / package).rglob("*")
+              if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"}
+    pending = sorted(p for p in chosen if p.suffix == ".py")
+    while pending:
+        for module in _package_imports(pending.pop()):
+            for path in _module_files(root, module):
+                if path not in chosen:
+                    chosen.add(path)
+                    pending.append(path)
+    return [(f"pipeline/{p.relative_to(root).as_posix()}", p.read_bytes()) for p in sorted(chosen)]
 
 
 def default_base(environment: Environment) -> str:

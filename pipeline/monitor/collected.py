@@ -9,7 +9,9 @@ period (one per process) are merged on their ``time`` field — each file is alr
 because its process appends events as they finish. A line that is not whole JSON (the torn last
 line of a process killed mid-write, or any corrupt line) is skipped and counted in
 ``EventReader.skipped``; reading never fails because of one bad line. ``EventReader.files_read``
-counts the files opened, so an empty window can say how much was looked at.
+counts the files opened, so an empty window can say how much was looked at. Each event is a
+``pipeline.server.events.Event``, the record the collector writes; a line that holds none (no
+``time``, a field of the wrong type) is skipped and counted too.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from itertools import groupby
 from pathlib import Path
-from typing import Any
 
 try:
     from orjson import loads as _loads
 except ImportError:  # pragma: no cover
     _loads = json.loads  # type: ignore[assignment]
+
+from pipeline.server.events import Event
 
 log = logging.getLogger("mlops.monitor")
 
@@ -49,7 +52,7 @@ def _hour_of(path: Path) -> datetime | None:
 
 
 class EventReader:
-    """An iterator of event dicts; ``skipped`` counts the lines that could not be decoded, ``files_read``
+    """An iterator of ``Event``; ``skipped`` counts the lines that could not be decoded, ``files_read``
     the files opened so far."""
 
     def __init__(self, data_dir: Path, endpoint: str | None = None, deployment: str | None = None,
@@ -66,7 +69,7 @@ class EventReader:
     def __iter__(self) -> EventReader:
         return self
 
-    def __next__(self) -> dict[str, Any]:
+    def __next__(self) -> Event:
         return next(self._events)
 
     def _deployment_folders(self) -> list[Path]:
@@ -99,7 +102,7 @@ class EventReader:
         chosen.sort()
         return chosen
 
-    def _lines(self, path: Path) -> Iterator[dict[str, Any]]:
+    def _lines(self, path: Path) -> Iterator[Event]:
         self.files_read += 1
         with open(path, "rb") as handle:
             for line in handle:
@@ -108,15 +111,15 @@ class EventReader:
                     log.warning("%s: skipped a torn last line", path)
                     continue
                 try:
-                    event = _loads(line)
+                    event = Event.from_json(_loads(line))
                 except ValueError:
                     self.skipped += 1
                     log.warning("%s: skipped a line that is not JSON", path)
                     continue
-                if not isinstance(event, dict) or not isinstance(event.get("time"), str):
+                if event is None:
                     self.skipped += 1
                     continue
-                if self._in_window(event["time"]):
+                if self._in_window(event.time):
                     yield event
 
     def _in_window(self, text: str) -> bool:
@@ -130,13 +133,13 @@ class EventReader:
         moment = _utc(moment) or moment
         return (self.since is None or moment >= self.since) and (self.until is None or moment < self.until)
 
-    def _read(self) -> Iterator[dict[str, Any]]:
+    def _read(self) -> Iterator[Event]:
         for _, group in groupby(self._files(), key=lambda item: item[0]):
             streams = [self._lines(path) for _, path in group]
             if len(streams) == 1:
                 yield from streams[0]
             else:
-                yield from heapq.merge(*streams, key=lambda event: event["time"])
+                yield from heapq.merge(*streams, key=lambda event: event.time)
 
 
 def read_events(data_dir: Path, endpoint: str | None = None, deployment: str | None = None,

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import MlopsError
+from pipeline.server.events import Event
 
 PSI_MODERATE = 0.1
 PSI_SIGNIFICANT = 0.2
@@ -119,26 +120,26 @@ def _percentiles(values: list[float]) -> dict[str, float]:
             "p99": round(float(np.percentile(array, 99)), 3), "max": round(float(array.max()), 3)}
 
 
-def summarize(events: Iterable[Mapping[str, Any]], baseline: tuple[list[str], np.ndarray] | None = None
+def summarize(events: Iterable[Event], baseline: tuple[list[str], np.ndarray] | None = None
               ) -> list[DeploymentReport]:
     """One report per deployment: traffic, errors, latency percentiles and drift per feature."""
     reports: dict[str, DeploymentReport] = {}
     latencies: dict[str, list[float]] = defaultdict(list)
     rows: dict[str, list[list[float]]] = defaultdict(list)
     for event in events:
-        name = event.get("deployment", "?")
+        name = event.deployment or "?"
         report = reports.setdefault(name, DeploymentReport(deployment=name))
         report.requests += 1
-        report.errors += int(event.get("status", 200) >= 400)
-        report.first = report.first or event.get("time")
-        report.last = event.get("time") or report.last
-        model = f"{event.get('model')}:{event.get('model_version')}"
+        report.errors += int(event.failed)
+        report.first = report.first or event.time
+        report.last = event.time or report.last
+        model = f"{event.model}:{event.model_version}"
         if model not in report.models:
             report.models.append(model)
-        if event.get("latency_ms") is not None:
-            latencies[name].append(float(event["latency_ms"]))
-        if event.get("status", 200) < 400:
-            rows[name].extend(feature_rows(event.get("inputs")))
+        if event.latency_ms is not None:
+            latencies[name].append(float(event.latency_ms))
+        if not event.failed:
+            rows[name].extend(feature_rows(event.inputs))
     for name, report in reports.items():
         report.latency_ms = _percentiles(latencies[name])
         report.rows = len(rows[name])

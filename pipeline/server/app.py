@@ -44,17 +44,24 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from pipeline import __version__
-from pipeline.errors import ServeError
+from pipeline.errors import InvalidInput, ServeError
+from pipeline.runtime import Model, load_model
+from pipeline.runtime.jsonio import dumps
 from pipeline.server.auth import KeyChecker
+from pipeline.server.codecs import (
+    decode_invocations,
+    decode_request,
+    decode_score,
+    encode_response,
+    encode_score,
+    invocations_predictions,
+)
 from pipeline.server.collector import Collector
 from pipeline.server.config import ServerConfig
-from pipeline.server.flavors import Model, load_model
-from pipeline.server.http import HTTPError, dumps, error_body, read_body, respond
-from pipeline.server.invocations import parse_invocations
+from pipeline.server.http import HTTPError, error_body, read_body, respond
 from pipeline.server.limits import Busy, Limiter
 from pipeline.server.metrics import CONTENT_TYPE, Metrics
 from pipeline.server.openapi import openapi_document
-from pipeline.server.tensors import decode_request, encode_response
 
 log = logging.getLogger("mlops.server")
 
@@ -230,26 +237,26 @@ class ScoringService:
                 raise HTTPError(503, "the model is not loaded yet" if self.load_error is None else self.load_error)
             body = await read_body(receive, self.max_body, headers.get(b"content-length"))
             if route == SCORE:
-                payload, inputs, rows = model.parse_score(body)
-                outputs = await self.execute(model.run_score, payload, rows, start)
-                data = dumps({"predictions": outputs} if model.flavor != "python" else outputs)
+                payload, inputs, rows = decode_score(model, body)
+                outputs = await self.execute(model.score, payload, rows, start)
+                data = encode_score(model, outputs)
             elif route == INVOCATIONS:  # MLflow's scoring-server formats, answered as MLflow does
-                rows, columns, nulls = parse_invocations(body, headers.get(b"content-type"))
-                payload, inputs, rows = model.parse_rows(rows, columns, positional=True, nulls=nulls)
-                outputs = await self.execute(model.run_score, payload, rows, start)
-                if model.flavor == "python" and isinstance(outputs, dict) and "predictions" in outputs:
-                    outputs = outputs["predictions"]
+                payload, inputs, rows = decode_invocations(model, body, headers.get(b"content-type"))
+                outputs = invocations_predictions(model, await self.execute(model.score, payload, rows, start))
                 data = dumps({"predictions": outputs})
             else:
                 request = decode_request(body, headers.get(b"inference-header-content-length"))
-                arrays, rows = model.parse_infer(request)
+                arrays, rows = model.prepare_tensors(request.inputs, request.outputs)
                 inputs = request.inputs
-                outputs = await self.execute(partial(model.run_infer, outputs=request.outputs), arrays, rows, start)
+                outputs = await self.execute(partial(model.infer, outputs=request.outputs), arrays, rows, start)
                 data, header_length = encode_response(self.config.model_name, self.version, request, outputs)
                 if header_length is not None:
                     content_type, extra = _BINARY, ((b"inference-header-content-length", header_length),)
         except HTTPError as failure:
             status, error, extra = failure.status, failure.message, failure.headers
+            data = error_body(error)
+        except InvalidInput as failure:  # the runtime's (and the codecs') word for a caller's mistake
+            status, error = 400, str(failure)
             data = error_body(error)
         except Exception as failure:
             status, error = 500, f"the model failed: {type(failure).__name__}: {failure}"
@@ -306,10 +313,7 @@ async def model_metadata(request: Request) -> Response:
     model = service.model
     if model is None:
         return _error(503, "the model is not loaded yet")
-    return JSONResponse({"name": service.config.model_name, "versions": [service.version],
-                         "platform": model.platform,
-                         "inputs": [spec.to_json() for spec in model.inputs],
-                         "outputs": [spec.to_json() for spec in model.outputs]})
+    return JSONResponse({"name": service.config.model_name, "versions": [service.version], **model.describe()})
 
 
 async def model_ready(request: Request) -> Response:

@@ -28,10 +28,7 @@ Files roll by the event's UTC time::
 
 where ``MM`` is the minute for ``rolling_rate: minute`` and ``00`` otherwise (``HH`` is ``00`` for
 ``day``); ``token`` is random per process, so instances sharing a folder (or a reused pid in a
-container) never share a file. Each line::
-
-    {"id": uuid4 hex, "time": ISO-8601 UTC, "endpoint", "deployment", "model", "model_version",
-     "route", "status", "latency_ms", "inputs", "outputs", "error"}
+container) never share a file. Each line is one ``pipeline.server.events.Event`` as JSON.
 """
 
 from __future__ import annotations
@@ -49,7 +46,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.server.http import HTTPError, dumps, parse_json
+from pipeline.errors import InvalidInput
+from pipeline.runtime.jsonio import dumps, parse_json
+from pipeline.server.events import Event
 
 log = logging.getLogger("mlops.server.collector")
 
@@ -75,8 +74,7 @@ class Collector:
         self.flush_seconds = flush_seconds
         self.dropped = 0  # queue full
         self.unserializable = 0  # an event no JSON encoder could write
-        self._static = {"endpoint": endpoint, "deployment": deployment, "model": model,
-                        "model_version": model_version}
+        self._static = (endpoint, deployment, model, model_version)
         # Counters with one writer each (no read-modify-write shared between threads).
         self._recorded = self._recorded_bytes = 0  # the loop's
         self.written = self.failed = self._written_bytes = 0  # the writer's
@@ -189,15 +187,14 @@ class Collector:
 
     def _line(self, when: float, route: str, status: int, latency_ms: float, inputs: Any, outputs: Any,
               error: str | None) -> bytes:
-        record = {"id": self._event_id(), "time": self._timestamp(when), **self._static, "route": route,
-                  "status": status, "latency_ms": round(latency_ms, 3), "inputs": _json_value(inputs),
-                  "outputs": outputs, "error": error}
+        event = Event(self._event_id(), self._timestamp(when), *self._static, route, status, round(latency_ms, 3),
+                      _json_value(inputs), outputs, error)
         try:
-            return dumps(record) + b"\n"
+            return dumps(event) + b"\n"
         except (TypeError, ValueError) as failure:  # a model returned something JSON cannot hold
-            record["outputs"] = reprlib.repr(outputs)
-            record["error"] = error or f"outputs not serializable: {failure}"
-            return dumps(record) + b"\n"  # still failing (the inputs): _serialize drops the event
+            event.outputs = reprlib.repr(outputs)
+            event.error = error or f"outputs not serializable: {failure}"
+            return dumps(event) + b"\n"  # still failing (the inputs): _serialize drops the event
 
     # -- life cycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -271,6 +268,6 @@ def _json_value(inputs: Any) -> Any:
     if isinstance(inputs, bytes | bytearray):
         try:
             return parse_json(inputs)
-        except HTTPError:
+        except InvalidInput:
             return inputs.decode("utf-8", "replace")
     return inputs

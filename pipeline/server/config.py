@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from pipeline.spec.model import FLAVORS, ROLLING_RATES, DataCollector, RequestSettings
+from pipeline.settings import FLAVORS, ROLLING_RATES, DataCollector, RequestSettings
 
 EXECUTION_MODES = ("auto", "inline", "thread")
 

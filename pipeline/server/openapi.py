@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pipeline import __version__
-from pipeline.server.invocations import FORMATS
+from pipeline.server.codecs import FORMATS
 
 if TYPE_CHECKING:
+    from pipeline.runtime.model import Model
     from pipeline.server.config import ServerConfig
-    from pipeline.server.flavors import Model
 
 _ERROR = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
 _TENSOR = {

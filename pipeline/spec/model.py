@@ -13,11 +13,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from pipeline.settings import DataCollector, RequestSettings  # shared with the scoring service
 from pipeline.spec.target_kinds import TARGET_KINDS, TargetKind
 
-FLAVORS = ("sklearn", "onnx", "python", "mlflow")
 TARGET_TYPES = tuple(TARGET_KINDS)
-ROLLING_RATES = ("minute", "hour", "day")
 AUTH_MODES = ("key", "none")
 
 _REF = re.compile(r"^(?P<name>[a-z0-9]([-a-z0-9]*[a-z0-9])?)(:(?P<version>[1-9][0-9]*))?$")
@@ -88,21 +87,6 @@ class Probe:
     timeout: float = 2.0
     success_threshold: int = 1
     failure_threshold: int = 30
-
-
-@dataclass(frozen=True)
-class RequestSettings:
-    request_timeout_ms: int = 5000
-    max_concurrent_requests_per_instance: int = 16
-    max_queue_wait_ms: int = 500
-    max_body_bytes: int = 10 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class DataCollector:
-    enabled: bool = False
-    sampling_rate: float = 1.0
-    rolling_rate: str = "hour"
 
 
 @dataclass(frozen=True)

@@ -38,12 +38,12 @@ import psutil
 from pipeline import keys as endpoint_keys
 from pipeline.errors import HealthCheckFailed, TargetError
 from pipeline.faults import crash_point
+from pipeline.server.router import READY_PATH
 from pipeline.spec.model import Endpoint, Probe
 from pipeline.spec.model import Target as TargetSpec
 from pipeline.state import DEGRADED, RUNNING, STOPPED, ObservedDeployment, ObservedEndpoint
 from pipeline.targets.base import DeployRequest, server_config
 from pipeline.targets.health import READY_ROUTE, free_port, wait_ready
-from pipeline.targets.router import READY_PATH
 
 HOST = "127.0.0.1"
 STOP_GRACE_SECONDS = 15
@@ -253,7 +253,7 @@ class LocalTarget:
         self._sync_routes(endpoint.name)
         if not _alive(record.get("router", {})):
             record["router"] = self._spawn(
-                [sys.executable, "-m", "pipeline.targets.router", "--config", str(folder / "router.json")],
+                [sys.executable, "-m", "pipeline.server.router", "--config", str(folder / "router.json")],
                 folder / "router.log")
             _write(path, record)
             self._wait_router(endpoint.name, record)

@@ -4,6 +4,9 @@ image never carries the wheels it was installed from."""
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -175,3 +178,23 @@ def test_builder_uses_the_targets_host_not_docker_host(tmp_path, monkeypatch):
     builder = ImageBuilder(load(tmp_path / "mlops.yaml"), tmp_path)
     with pytest.raises(MlopsError, match="at unix:///nonexistent/mlops-test.sock"):
         builder.observe(builder.spec)
+
+
+def test_the_image_ships_the_scoring_service_and_router_only(spec, tmp_path):
+    """No CLI, planner, executor or spec loader in a scoring image, and what is there imports alone."""
+    names = [name for name, _ in Context(spec, spec.environments["sk"], "base:1").files if name.startswith("pipeline/")]
+    assert "pipeline/server/app.py" in names and "pipeline/server/router.py" in names
+    assert "pipeline/runtime/__init__.py" in names and "pipeline/errors.py" in names
+    left_out = ("pipeline/cli/", "pipeline/plan/", "pipeline/apply/", "pipeline/spec/", "pipeline/build/")
+    assert not [name for name in names if name.startswith(left_out)]
+    source = tmp_path / "image-src"
+    for name, data in Context(spec, spec.environments["sk"], "base:1").files:
+        if name.startswith("pipeline/"):
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            (source / name).write_bytes(data)
+    code = ("import pipeline, pipeline.server.app, pipeline.server.__main__, pipeline.server.router; "
+            "print(pipeline.__file__)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=source, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(source)}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(source / "pipeline" / "__init__.py")

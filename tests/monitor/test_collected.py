@@ -25,9 +25,9 @@ def test_events_in_time_order_across_processes_and_hours(tmp_path):
                                                             _event("2024-05-01T12:30:00.000000+00:00", 2)])
     _write(tmp_path, "ep/blue/2024/05/01/12/00-7-c.jsonl", [_event("2024-05-01T12:10:00.000000+00:00", 1)])
     _write(tmp_path, "ep/green/2024/05/01/12/00-9-d.jsonl", [_event("2024-05-01T12:20:00.000000+00:00", 9)])
-    assert [e["id"] for e in read_events(tmp_path, "ep", "blue")] == ["id0", "id1", "id2", "id3"]
-    assert [e["id"] for e in read_events(tmp_path)] == ["id0", "id1", "id9", "id2", "id3"]
-    assert [e["id"] for e in read_events(tmp_path, deployment="green")] == ["id9"]
+    assert [e.id for e in read_events(tmp_path, "ep", "blue")] == ["id0", "id1", "id2", "id3"]
+    assert [e.id for e in read_events(tmp_path)] == ["id0", "id1", "id9", "id2", "id3"]
+    assert [e.id for e in read_events(tmp_path, deployment="green")] == ["id9"]
     assert list(read_events(tmp_path, "other")) == []
 
 
@@ -37,8 +37,8 @@ def test_since_until_window(tmp_path):
     _write(tmp_path, "ep/blue/2024/05/02/09/00-1-a.jsonl", [_event("2024-05-02T09:00:00.000000+00:00", 2)])
     since = datetime(2024, 5, 1, 12, 15, tzinfo=UTC)
     until = datetime(2024, 5, 2, 9, 0)  # naive: taken as UTC, and exclusive
-    assert [e["id"] for e in read_events(tmp_path, since=since, until=until)] == ["id1"]
-    assert [e["id"] for e in read_events(tmp_path, since=since)] == ["id1", "id2"]
+    assert [e.id for e in read_events(tmp_path, since=since, until=until)] == ["id1"]
+    assert [e.id for e in read_events(tmp_path, since=since)] == ["id1", "id2"]
 
 
 def test_torn_and_corrupt_lines_are_skipped_and_counted(tmp_path):
@@ -46,10 +46,22 @@ def test_torn_and_corrupt_lines_are_skipped_and_counted(tmp_path):
     _write(tmp_path, "ep/blue/2024/05/01/12/00-1-a.jsonl", good[:1], tail=b"not json at all\n")
     _write(tmp_path, "ep/blue/2024/05/01/12/01-1-a.jsonl", good[1:], tail=b'{"id": "torn", "ti')
     reader = read_events(tmp_path)
-    assert [e["id"] for e in reader] == ["id0", "id1"]
+    assert [e.id for e in reader] == ["id0", "id1"]
     assert reader.skipped == 2
 
 
 def test_missing_folder_reads_nothing(tmp_path):
     reader = read_events(tmp_path / "absent")
     assert list(reader) == [] and reader.skipped == 0
+
+
+def test_lines_of_older_collectors_still_read_and_ones_holding_no_event_are_skipped(tmp_path):
+    """Events are typed on reading; a line written before (fewer fields) still reads, with defaults."""
+    old = {"id": "old", "time": "2024-05-01T12:00:01.000000+00:00", "status": 200, "inputs": {"data": [[1]]}}
+    wrong = {"id": "bad", "time": "2024-05-01T12:00:02.000000+00:00", "status": "200"}
+    _write(tmp_path, "ep/blue/2024/05/01/12/00-1-a.jsonl", [old, wrong])
+    reader = read_events(tmp_path)
+    (event,) = list(reader)
+    assert (event.id, event.status, event.inputs, event.deployment, event.latency_ms) == \
+        ("old", 200, {"data": [[1]]}, None, None)
+    assert reader.skipped == 1

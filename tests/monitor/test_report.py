@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.monitor.report import feature_rows, psi, summarize
+from pipeline.server.events import Event
 
 
 def events(rows, deployment="blue", status=200, latency=2.0):
-    return [{"deployment": deployment, "status": status, "latency_ms": latency, "model": "iris",
-             "model_version": 1, "time": f"2026-01-01T00:00:{i:02d}Z", "inputs": {"data": [row]}}
+    return [Event.from_json({"deployment": deployment, "status": status, "latency_ms": latency, "model": "iris",
+                             "model_version": 1, "time": f"2026-01-01T00:00:{i:02d}Z", "inputs": {"data": [row]}})
             for i, row in enumerate(rows)]
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from pipeline.errors import ServeError
-from pipeline.server.flavors import load_model
+from pipeline.runtime import load_model
 
 ROWS = [[0.5, -1.0, 2.0, 0.1], [-2.0, -1.0, 0.0, 3.0]]
 
@@ -112,8 +112,7 @@ def test_pickles_need_explicit_permission(tmp_path):
         load_model(folder, "sklearn")
     (folder / "model.json").write_text(json.dumps({"allow_pickle": True, "input_example": [[3.0]]}))
     model = load_model(folder, "sklearn")
-    payload, _, _ = model.parse_score(b'{"data": [[3.0]]}')
-    assert model.run_score(payload).tolist() == pytest.approx([6.0])
+    assert model.predict_batch([[3.0]]).tolist() == pytest.approx([6.0])
 
 
 def test_a_failing_input_example_fails_the_load(models, tmp_path):
@@ -161,8 +160,7 @@ def test_pickled_mlflow_models_need_the_same_permission_as_sklearn(tmp_path):
         load_model(folder, "mlflow")
     (folder / "model.json").write_text(json.dumps({"allow_pickle": True}))
     model = load_model(folder, "mlflow")
-    payload, _, _ = model.parse_score(b'{"data": [[3.0]]}')
-    assert model.run_score(payload).tolist() == pytest.approx([6.0])
+    assert model.predict_batch([[3.0]]).tolist() == pytest.approx([6.0])
 
 
 @pytest.mark.slow

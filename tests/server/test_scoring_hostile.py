@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 
 from pipeline.monitor import read_events
 from pipeline.monitor.report import feature_rows
+from pipeline.runtime.jsonio import MAX_DEPTH
 from pipeline.server.app import create_app
 from pipeline.server.collector import Collector
 from pipeline.server.config import ServerConfig
-from pipeline.server.http import MAX_DEPTH
 from pipeline.spec.model import DataCollector
 
 ROUTES = ("/score", "/v2/models/iris/infer", "/invocations")
@@ -155,15 +155,14 @@ def test_a_model_that_takes_missing_values_gets_them(tmp_path):
     import skops.io as sio
     from sklearn.ensemble import HistGradientBoostingRegressor
 
-    from pipeline.server.flavors import load_model
+    from pipeline.runtime import load_model
 
     x = np.random.default_rng(0).normal(size=(50, 2))
     sio.dump(HistGradientBoostingRegressor(max_iter=5).fit(x, x[:, 0]), tmp_path / "model.skops")
     (tmp_path / "model.json").write_text(json.dumps({"trusted_types": sio.get_untrusted_types(
         file=tmp_path / "model.skops")}))
     model = load_model(tmp_path, "sklearn")
-    payload, _, _ = model.parse_score(b'{"data": [[null, 1.0]]}')
-    assert np.isfinite(model.run_score(payload)).all()
+    assert np.isfinite(model.predict_batch([[None, 1.0]])).all()
 
 
 def test_one_unserializable_event_is_dropped_and_counted_not_the_others(tmp_path):
@@ -175,7 +174,7 @@ def test_one_unserializable_event_is_dropped_and_counted_not_the_others(tmp_path
     collector.record("/score", 200, 1.0, nested, [0], None)
     collector.record("/score", 200, 1.0, [[2.0]], [1], None)
     collector.close()
-    assert [e["inputs"] for e in read_events(tmp_path)] == [[[1.0]], [[2.0]]]
+    assert [e.inputs for e in read_events(tmp_path)] == [[[1.0]], [[2.0]]]
     assert collector.unserializable == 1 and collector.depth == 0
 
 
@@ -195,7 +194,7 @@ def test_after_a_hostile_body_the_next_request_is_scored_and_collected(serve, mo
     assert "mlops_collector_unserializable_events_total 0.0" in metrics
     served.stop()  # SIGTERM: the collector writes everything
     events = list(read_events(served.folder / "data", "ep", "blue"))
-    assert [e["status"] for e in events] == [400, 400, 200]
-    assert feature_rows(events[-1]["inputs"]) == marker  # what `mlops monitor` reads back
+    assert [e.status for e in events] == [400, 400, 200]
+    assert feature_rows(events[-1].inputs) == marker  # what `mlops monitor` reads back
     log = served.log.read_text()
     assert "Traceback" not in log and "POST /score" not in log  # no traceback, no access line per request

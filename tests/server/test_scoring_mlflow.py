@@ -125,8 +125,8 @@ def test_invocations_need_the_key_and_are_collected_with_column_names(serve, col
         marker = {"dataframe_split": {"columns": FEATURE_NAMES, "data": [[9.0, 9.0, 9.0, 9.0]]}}
         assert client.post("/invocations", json=marker).status_code == 200
     served.stop()  # SIGTERM writes every collected event
-    events = [e for e in read_events(served.folder / "data") if e["route"] == "/invocations"]
-    assert events[-1]["inputs"] == {"columns": FEATURE_NAMES, "data": [[9.0, 9.0, 9.0, 9.0]]}
+    events = [e for e in read_events(served.folder / "data") if e.route == "/invocations"]
+    assert events[-1].inputs == {"columns": FEATURE_NAMES, "data": [[9.0, 9.0, 9.0, 9.0]]}
 
 
 def test_oip_metadata_takes_output_datatypes_from_the_signature(serve, models):

@@ -232,14 +232,14 @@ def test_collected_events(sklearn_server):
     while time.monotonic() < deadline:
         events = list(read_events(sklearn_server.folder / "data", "ep", "blue"))
         # a request that failed to parse is recorded as the document it sent
-        mine = [e for e in events if e["inputs"] in ({"columns": FEATURE_NAMES, "data": marker}, {"data": [[1, 2]]})]
+        mine = [e for e in events if e.inputs in ({"columns": FEATURE_NAMES, "data": marker}, {"data": [[1, 2]]})]
         if len(mine) == 2:
             break
         time.sleep(0.1)
     ok, failed = mine
-    assert ok["status"] == 200 and ok["outputs"] == [1] and ok["error"] is None
-    assert ok["model"] == "iris" and ok["model_version"] == 3 and ok["route"] == "/score"
-    assert ok["endpoint"] == "ep" and ok["deployment"] == "blue" and ok["latency_ms"] > 0
-    assert len(ok["id"]) == 32 and ok["id"][12] == "4"
-    assert failed["status"] == 400 and "rows of 4 numbers" in failed["error"]
-    assert len({e["id"] for e in events}) == len(events)
+    assert ok.status == 200 and ok.outputs == [1] and ok.error is None
+    assert ok.model == "iris" and ok.model_version == 3 and ok.route == "/score"
+    assert ok.endpoint == "ep" and ok.deployment == "blue" and ok.latency_ms > 0
+    assert len(ok.id) == 32 and ok.id[12] == "4"
+    assert failed.status == 400 and "rows of 4 numbers" in failed.error
+    assert len({e.id for e in events}) == len(events)

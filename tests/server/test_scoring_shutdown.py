@@ -58,7 +58,7 @@ def test_sigkill_leaves_a_readable_log(serve, models):
     reader = read_events(served.folder / "data", endpoint="ep", deployment="blue")
     events = list(reader)
     assert len(events) == 50 and reader.skipped == 1
-    assert all(event["inputs"]["data"] == ROW for event in events)
+    assert all(event.inputs["data"] == ROW for event in events)
 
 
 def test_liveness_answers_while_the_model_loads(serve, models, tmp_path):

@@ -14,16 +14,15 @@ import httpx
 import numpy as np
 import pytest
 
-from pipeline.errors import ServeError
+from pipeline.errors import InvalidInput, ServeError
 from pipeline.monitor import read_events
 from pipeline.server import collector as collector_module
 from pipeline.server.app import create_app, route_of
 from pipeline.server.auth import KeyChecker, generate_keys, read_keys, regenerate
+from pipeline.server.codecs import InferRequest, decode_request, decode_score, encode_response
 from pipeline.server.collector import Collector
 from pipeline.server.config import ServerConfig
-from pipeline.server.http import HTTPError
 from pipeline.server.limits import Busy, Limiter
-from pipeline.server.tensors import InferRequest, decode_request, encode_response
 from pipeline.spec.model import DataCollector, Deployment, Endpoint, ModelRef, RequestSettings
 
 
@@ -112,7 +111,7 @@ def test_json_tensors_and_errors():
     assert split is None
     assert json.loads(body)["outputs"][0] == {"name": "o", "shape": [1, 2], "datatype": "INT64", "data": [1, 2]}
     header = b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "parameters": {"binary_data_size": 99}}]}'
-    with pytest.raises(HTTPError, match="binary_data_size 99"):
+    with pytest.raises(InvalidInput, match="binary_data_size 99"):
         decode_request(header + b"\0" * 4, str(len(header)).encode())
 
 
@@ -156,9 +155,9 @@ def test_files_roll_by_minute_and_events_come_back_in_time_order(tmp_path, monke
     assert len(files) == 4
     assert files[0].startswith("e/d/2023/11/14/22/13-") and files[-1].startswith("e/d/2023/11/14/22/15-")
     events = list(read_events(tmp_path))
-    assert [e["inputs"] for e in events] == [[[1]], [[2]], [[3]], [[4]]]
-    assert events[2]["error"] == "boom" and events[2]["status"] == 500
-    assert events[0]["time"] == "2023-11-14T22:13:20.000000+00:00"
+    assert [e.inputs for e in events] == [[[1]], [[2]], [[3]], [[4]]]
+    assert events[2].error == "boom" and events[2].status == 500
+    assert events[0].time == "2023-11-14T22:13:20.000000+00:00"
 
 
 def test_unserializable_outputs_are_kept_as_text(tmp_path):
@@ -166,8 +165,8 @@ def test_unserializable_outputs_are_kept_as_text(tmp_path):
     collector.record("/score", 200, 1.0, b'{"data": 1}', {1, 2}, None)
     collector.close()
     (event,) = read_events(tmp_path)
-    assert event["inputs"] == {"data": 1} and event["outputs"] == "{1, 2}"
-    assert "not serializable" in event["error"]
+    assert event.inputs == {"data": 1} and event.outputs == "{1, 2}"
+    assert "not serializable" in event.error
 
 
 # -- auth ------------------------------------------------------------------------------------------
@@ -225,13 +224,13 @@ def test_not_ready_until_the_model_is_loaded(models, tmp_path):
 
 def test_a_model_without_feature_names_takes_them_from_its_baseline(models, tmp_path):
     """An ONNX model carries no column names; the baseline CSV's header lets callers name columns."""
-    from pipeline.server.flavors import load_model
+    from pipeline.runtime import load_model
 
     baseline = tmp_path / "baseline.csv"
     baseline.write_text("a,b,c,d\n1,2,3,4\n")
     model = load_model(models["onnx"], "onnx", baseline)
-    straight, _, _ = model.parse_score(b'{"input_data": {"columns": ["a", "b", "c", "d"], "data": [[1, 2, 3, 4]]}}')
-    shuffled, _, _ = model.parse_score(b'{"input_data": {"columns": ["d", "c", "b", "a"], "data": [[4, 3, 2, 1]]}}')
+    straight, _, _ = decode_score(model, b'{"input_data": {"columns": ["a", "b", "c", "d"], "data": [[1, 2, 3, 4]]}}')
+    shuffled, _, _ = decode_score(model, b'{"input_data": {"columns": ["d", "c", "b", "a"], "data": [[4, 3, 2, 1]]}}')
     assert np.array_equal(straight["X"], shuffled["X"])
-    with pytest.raises(HTTPError, match=r"unknown \['e'\]"):
-        model.parse_score(b'{"input_data": {"columns": ["a", "b", "c", "e"], "data": [[1, 2, 3, 4]]}}')
+    with pytest.raises(InvalidInput, match=r"unknown \['e'\]"):
+        decode_score(model, b'{"input_data": {"columns": ["a", "b", "c", "e"], "data": [[1, 2, 3, 4]]}}')

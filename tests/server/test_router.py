@@ -95,7 +95,7 @@ def _cluster(tmp_path: Path, script: Path, processes: list[subprocess.Popen]):
             raise TimeoutError("router did not switch")
 
     route({"blue": 100}, wait=False)
-    processes.append(subprocess.Popen([sys.executable, "-m", "pipeline.targets.router", "--config",
+    processes.append(subprocess.Popen([sys.executable, "-m", "pipeline.server.router", "--config",
                                        str(config)]))
     route({"blue": 100})
     yield {"url": f"http://127.0.0.1:{port}", "route": route, "logs": tmp_path}

@@ -1,6 +1,6 @@
 """The endpoint router: one stable URL that splits requests between an endpoint's deployments.
 
-Run as ``python -m pipeline.targets.router --config router.json``. The config names the backends
+Run as ``python -m pipeline.server.router --config router.json``. The config names the backends
 of each deployment, the live ``traffic`` weights and the ``mirror`` percentages::
 
     {"endpoint": "iris", "host": "127.0.0.1", "port": 8080,
@@ -358,7 +358,7 @@ def _configure_logging(data: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.targets.router")
+    parser = argparse.ArgumentParser(prog="python -m pipeline.server.router")
     parser.add_argument("--config", type=Path, required=True)
     args = parser.parse_args(argv)
     data = json.loads(args.config.read_text())

@@ -61,7 +61,7 @@ def router(tmp_path: Path):
               "log": {"file": str(tmp_path / "router.log"), "max_bytes": 2000, "backups": 1}}
     (tmp_path / "router.json").write_text(json.dumps(config))
     processes = [subprocess.Popen([sys.executable, str(tmp_path / "backend.py"), str(backend_port)]),
-                 subprocess.Popen([sys.executable, "-m", "pipeline.targets.router", "--config",
+                 subprocess.Popen([sys.executable, "-m", "pipeline.server.router", "--config",
                                    str(tmp_path / "router.json")])]
     try:
         _wait(f"http://127.0.0.1:{backend_port}/")
