@@ -229,6 +229,8 @@ class PythonModel(Model):
         sys.path.insert(0, str(model_dir))  # so score.py can import its neighbours
         try:
             spec = importlib.util.spec_from_file_location("mlops_score", script)
+            if spec is None or spec.loader is None:
+                raise ModelLoadError(f"cannot load {script} as a Python module")
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
             run: Callable[[str], Any] = module.run

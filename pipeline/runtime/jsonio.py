@@ -17,7 +17,7 @@ from pipeline.errors import InvalidInput
 try:  # orjson is optional: ~10x faster, and it serializes numpy arrays without .tolist()
     import orjson
 except ImportError:  # pragma: no cover - exercised only where orjson is missing
-    orjson = None
+    orjson = None  # type: ignore[assignment]
 
 
 def _default(value: Any) -> Any:
@@ -99,7 +99,7 @@ def check_json_bounds(body: bytes, max_depth: int = MAX_DEPTH, max_elements: int
         raise InvalidInput(f"request body nests deeper than {max_depth} levels (or its brackets do not match)")
 
 
-def parse_json(body: bytes | memoryview) -> Any:
+def parse_json(body: bytes | bytearray | memoryview) -> Any:
     """The JSON document in a request body, within the bounds above; InvalidInput saying why not.
 
     Neither parser accepts NaN, Infinity or a number beyond a double: the only non-finite value a

@@ -226,7 +226,7 @@ class ScoringService:
     async def score(self, route: str, scope: dict, receive: Any, send: Any, headers: dict[bytes, bytes],
                     start: float) -> int:
         status, inputs, outputs, error, body = 200, None, None, None, None
-        content_type, extra = b"application/json", ()
+        content_type, extra = b"application/json", tuple[tuple[bytes, bytes], ...]()
         try:
             if scope["method"] != "POST":
                 raise HTTPError(405, f"use POST for {scope['path']}", ((b"allow", b"POST"),))
@@ -362,7 +362,7 @@ class ScoringApp(Starlette):
         super().__init__(routes=ROUTES, lifespan=lifespan, exception_handlers={HTTPException: _http_error})
         self.service = service
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
@@ -388,7 +388,7 @@ class ScoringApp(Starlette):
     async def _starlette(self, scope: dict, receive: Any, send: Any) -> int:
         status = 500
 
-        async def capture(message: dict) -> None:
+        async def capture(message: Any) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]

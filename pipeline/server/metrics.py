@@ -10,6 +10,7 @@ scrape time instead of being updated per request. Together well under 1 % of a r
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily
@@ -51,7 +52,7 @@ class Metrics:
         self.model_load_seconds = Gauge("mlops_model_load_seconds", "Time to load and warm up the model",
                                         registry=registry)
         ProcessCollector(registry=registry)
-        self._children: dict[tuple[str, int], tuple[object, object]] = {}
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     def observe(self, route: str, status: int, seconds: float) -> None:
         children = self._children.get((route, status))

@@ -39,7 +39,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
 def openapi_document(config: ServerConfig, model: Model | None, auth: bool) -> dict[str, Any]:
     row = model.describe_input_schema() if model is not None else None
     rows = {"type": "array", "items": row or {"type": "array"}}
-    score_request = {"oneOf": [
+    score_request: dict[str, Any] = {"oneOf": [
         {"type": "object", "required": ["data"], "properties": {"data": rows}},
         {"type": "object", "required": ["input_data"], "properties": {"input_data": {
             "type": "object", "required": ["data"],

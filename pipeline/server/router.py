@@ -115,7 +115,7 @@ class Router:
         self._counters: dict[str, itertools.count] = {}
         self._mirrors: set[asyncio.Task] = set()
         self._keys: KeyChecker | None = None
-        self.client: httpx.AsyncClient | None = None
+        self.client: httpx.AsyncClient = None  # type: ignore[assignment]  # made at startup, in the loop
         self.reload()
 
     def reload(self) -> bool:
@@ -332,7 +332,7 @@ class _Body:
                 yield chunk
 
 
-async def _respond(send, status: int, payload: dict[str, Any], headers: list = ()) -> int:
+async def _respond(send, status: int, payload: dict[str, Any], headers: list | tuple = ()) -> int:
     body = json.dumps(payload).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),

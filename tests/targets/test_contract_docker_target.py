@@ -11,8 +11,9 @@ import os
 
 import pytest
 
+from pipeline.build import image_ref
 from pipeline.cli.wiring import make_targets
-from pipeline.plan.model import BuildData, image_ref
+from pipeline.plan.model import BuildData
 from pipeline.registry import open_registry
 from pipeline.spec.loader import load
 from tests.targets.contract import Harness, TargetContract, write_repository
