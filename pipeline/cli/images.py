@@ -21,8 +21,8 @@ def base(host: str | None) -> None:
     debootstrap from this machine's apt mirror (needs root and debootstrap), then cached.
     Prints its tag, the default base of environments that name no base_image.
     """
-    from pipeline.build import connect
-    from pipeline.build.base import ensure_base
+    from pipeline.builders import connect
+    from pipeline.builders.base import ensure_base
 
     click.echo(ensure_base(connect(host), progress=lambda line: click.echo(line, err=True)))
 
@@ -34,7 +34,7 @@ def base(host: str | None) -> None:
 def gc(app: App, keep: int) -> None:
     """Remove this project's environment images that no deployment serves (older than the newest --keep)."""
     from pipeline.apply.observe import served
-    from pipeline.build import ImageBuilder, collect_garbage
+    from pipeline.builders import ImageBuilder, collect_garbage
     from pipeline.cli.wiring import make_targets
 
     spec = app.spec()

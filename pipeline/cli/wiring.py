@@ -63,7 +63,7 @@ class Builders:
         if self.venvs is not None:
             removed += self.venvs.collect_garbage(in_use)
         if self.images is not None:
-            from pipeline.build import collect_garbage
+            from pipeline.builders import collect_garbage
 
             for host in self.images.hosts():
                 removed += collect_garbage(spec, self.images.client_for(host), in_use, keep=keep)
@@ -94,11 +94,11 @@ def make_builder(spec: Spec, state_dir: Path, progress=None):
         return None
     venvs = image_builder = None
     if local:
-        from pipeline.build.venvs import VenvBuilder
+        from pipeline.builders.venvs import VenvBuilder
 
         venvs = VenvBuilder(spec, state_dir, progress=progress)
     if images:
-        from pipeline.build import ImageBuilder
+        from pipeline.builders import ImageBuilder
 
         image_builder = ImageBuilder(spec, state_dir)
     return Builders(venvs, image_builder)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.build import image_ref
+from pipeline.builders import image_ref
 from pipeline.errors import MlopsError, ReferenceNotFound
 from pipeline.plan import Plan, reconcile, render_markdown, render_text
 from pipeline.spec.loader import load

@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from pipeline.build import image_ref
+from pipeline.builders import image_ref
 from pipeline.cli.wiring import make_targets
 from pipeline.plan.model import BuildData
 from pipeline.registry import open_registry
@@ -46,7 +46,7 @@ def image(tmp_path_factory):
         pytest.skip("no Docker engine reachable (set DOCKER_HOST)")
     import docker
 
-    from pipeline.build import ImageBuilder
+    from pipeline.builders import ImageBuilder
 
     base = os.environ.get("MLOPS_TEST_BASE_IMAGE", "python:3.11-slim")
     spec = docker_repository(tmp_path_factory.mktemp("image"), base)

@@ -9,9 +9,9 @@ read-only copy, so a model-only change builds nothing. (A Kubernetes target will
 model layer on top instead.)
 
 The default base (no ``base_image``, no ``dockerfile``) is the local Debian base of
-``pipeline.build.base`` on a Debian/Ubuntu machine (no registry needed), else
+``pipeline.builders.base`` on a Debian/Ubuntu machine (no registry needed), else
 ``python:<python>-slim``. Wheels are downloaded into a cache keyed by the requirements
-(``pipeline.build.wheels``) and installed offline in a first stage; the image copies only the
+(``pipeline.builders.wheels``) and installed offline in a first stage; the image copies only the
 virtual environment, so no layer holds the wheels. Every image and intermediate image carries
 ``mlops.project=<Spec.project_id()>``: a failed build's leftovers and old environment images are
 removed by that label, never another project's. Builds use the Docker SDK (``docker``, imported
@@ -30,9 +30,9 @@ from importlib import metadata
 from pathlib import Path
 
 import pipeline
-from pipeline.build import base as local_base
-from pipeline.build.progress import BuildProgress
-from pipeline.build.wheels import cached_wheels, pip_errors
+from pipeline.builders import base as local_base
+from pipeline.builders.progress import BuildProgress
+from pipeline.builders.wheels import cached_wheels, pip_errors
 from pipeline.errors import BuildError, MlopsError
 from pipeline.spec.model import Environment, Spec
 from pipeline.spec.target_kinds import EnvironmentKind

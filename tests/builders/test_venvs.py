@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from pipeline.build.venvs import MARKER, VenvBuilder, environment_digest
+from pipeline.builders.venvs import MARKER, VenvBuilder, environment_digest
 from pipeline.errors import BuildError
 from pipeline.spec.loader import load
 
@@ -97,7 +97,7 @@ def test_a_leftover_half_built_folder_is_replaced(built):
 KILLED_BUILD = """
 import sys
 from pathlib import Path
-from pipeline.build.venvs import VenvBuilder
+from pipeline.builders.venvs import VenvBuilder
 from pipeline.spec.loader import load
 VenvBuilder(load(Path(sys.argv[1])), Path(sys.argv[2])).build("small")
 """

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import pipeline
-from pipeline.build import service_requirements
+from pipeline.builders import service_requirements
 from pipeline.errors import BuildError
 from pipeline.spec.model import Spec
 from pipeline.spec.target_kinds import EnvironmentKind

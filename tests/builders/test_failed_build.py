@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.build import ImageBuilder
-from pipeline.build.base import default_base
+from pipeline.builders import ImageBuilder
+from pipeline.builders.base import default_base
 from pipeline.errors import BuildError
 from pipeline.spec.loader import load
 

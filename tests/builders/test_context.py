@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.build import Context, ImageBuilder, collect_garbage
-from pipeline.build.base import apt_mirror, base_tag
-from pipeline.build.progress import BuildProgress
-from pipeline.build.wheels import pip_errors, wheels_key
+from pipeline.builders import Context, ImageBuilder, collect_garbage
+from pipeline.builders.base import apt_mirror, base_tag
+from pipeline.builders.progress import BuildProgress
+from pipeline.builders.wheels import pip_errors, wheels_key
 from pipeline.errors import BuildError, MlopsError
 from pipeline.spec.loader import load
 
@@ -185,7 +185,7 @@ def test_the_image_ships_the_scoring_service_and_router_only(spec, tmp_path):
     names = [name for name, _ in Context(spec, spec.environments["sk"], "base:1").files if name.startswith("pipeline/")]
     assert "pipeline/server/app.py" in names and "pipeline/server/router.py" in names
     assert "pipeline/runtime/__init__.py" in names and "pipeline/errors.py" in names
-    left_out = ("pipeline/cli/", "pipeline/plan/", "pipeline/apply/", "pipeline/spec/", "pipeline/build/")
+    left_out = ("pipeline/cli/", "pipeline/plan/", "pipeline/apply/", "pipeline/spec/", "pipeline/builders/")
     assert not [name for name in names if name.startswith(left_out)]
     source = tmp_path / "image-src"
     for name, data in Context(spec, spec.environments["sk"], "base:1").files:
