@@ -1,7 +1,7 @@
 """``python -m pipeline.server --config CONFIG.json``: serve one model until SIGTERM.
 
 uvicorn with uvloop and httptools (without them keep-alive requests stall on delayed ACKs, see
-DESIGN.md), one worker, no access log unless the config asks (``access_log: true`` or
+docs/architecture.md), one worker, no access log unless the config asks (``access_log: true`` or
 ``log_level: debug``): a log line per request costs more than a fast prediction, and grows the log
 without bound. A bad request logs nothing; a model failure logs one line (its traceback only at
 debug).

@@ -1,7 +1,7 @@
 """The few raw-ASGI pieces the hot routes share: error type, body reading, responses.
 
 The scoring routes bypass Starlette's Request/Response objects on purpose: on a 0.1 ms model the
-framework's per-request layers cost more than the prediction (see DESIGN.md, measured facts).
+framework's per-request layers cost more than the prediction (see docs/architecture.md, measured facts).
 """
 
 from __future__ import annotations
