@@ -9,6 +9,7 @@ import pytest
 from pipeline.builders import ImageBuilder
 from pipeline.builders.base import default_base
 from pipeline.errors import BuildError
+from pipeline.plan.model import BuildData
 from pipeline.spec.loader import load
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
@@ -41,6 +42,6 @@ def test_failed_build_raises_once_and_leaves_no_image(client, tmp_path: Path):
     lines = []
     builder = ImageBuilder(spec, tmp_path, progress=lines.append)
     with pytest.raises(BuildError, match=r"(?s)failed at Step 3/.*non-zero code: 3.*the-step-output"):
-        builder._build_on(client, "broken", {"image": "mlops-env-broken:test"})
+        builder._build_on(client, "broken", BuildData("broken", "mlops-env-broken:test", "", "docker"))
     assert any("Step 3/" in line for line in lines)  # progress was streamed while it ran
     assert client.images.list(all=True, filters={"label": f"mlops.project={spec.project_id()}"}) == []
