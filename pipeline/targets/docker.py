@@ -1,7 +1,7 @@
 """The Docker target: each deployment instance is a container on a Docker engine.
 
-It shares the local target's records, rolling updates and endpoint router (a process on this
-machine, one stable URL per endpoint), and runs instances as containers instead of processes:
+A ``RoutedTarget`` (records, rolling updates, the endpoint router: one stable URL per endpoint, a
+process on this machine) composed with a ``ContainerRunner`` that runs instances as containers:
 host networking (the service bound to 127.0.0.1 on an allocated port), the registry's verified
 model folder mounted read-only, the endpoint keys and the data folder mounted, CPU/memory limits
 from the deployment. Containers run as a non-root user (the invoking user, or 10001 when mlops runs
@@ -19,7 +19,6 @@ engine must run on this machine (a remote engine would need the router in a cont
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -31,7 +30,7 @@ from pipeline.errors import TargetError
 from pipeline.spec.model import Target as TargetSpec
 from pipeline.targets.base import DeployRequest, server_config
 from pipeline.targets.health import free_port
-from pipeline.targets.local import HOST, STOP_GRACE_SECONDS, LocalTarget
+from pipeline.targets.routed import HOST, STOP_GRACE_SECONDS, RoutedTarget
 
 CONFIG_IN_CONTAINER = "/etc/mlops"
 KEYS_IN_CONTAINER = "/etc/mlops-keys"
@@ -50,11 +49,6 @@ def memory_bytes(text: str) -> int:
     return int(number) * _UNITS[unit]
 
 
-def default_project(state_dir: Path) -> str:
-    """A project identity when the caller gives none: the state folder (one per repository), hashed."""
-    return hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:16]
-
-
 def service_user() -> tuple[int, int]:
     """The invoking user (the mounted data folder stays theirs), or a fixed non-root uid for root."""
     uid = os.getuid()
@@ -71,10 +65,12 @@ def _hand_over(path: Path, uid: int, gid: int, recursive: bool = True) -> None:
             os.chown(os.path.join(folder, name), uid, gid, follow_symlinks=False)
 
 
-class DockerTarget(LocalTarget):
-    def __init__(self, spec: TargetSpec, state_dir: Path, project: str | None = None):
-        super().__init__(spec, state_dir, project, folder=f"docker-{spec.name}")
-        self.project = project or default_project(state_dir)
+class ContainerRunner:
+    """Instances as this project's labelled containers on a Docker engine (host network)."""
+
+    def __init__(self, target: RoutedTarget):
+        self.target = target
+        self.name, self.spec, self.project = target.name, target.spec, target.project
         self._client = None
 
     @property
@@ -129,7 +125,7 @@ class DockerTarget(LocalTarget):
             except (docker.errors.NotFound, KeyError):
                 return None
 
-    def _instance_alive(self, instance: dict) -> bool:
+    def alive(self, instance: dict) -> bool:
         container = self._container(instance)
         if container is None:
             return False
@@ -142,22 +138,22 @@ class DockerTarget(LocalTarget):
                 return False
         return container.status == "running"
 
-    def _start_instance(self, request: DeployRequest) -> dict:
+    def start(self, request: DeployRequest) -> dict:
         if request.image is None:
             raise TargetError(f"deployment {request.deployment.key} on docker target '{self.name}' has no image")
         instance = f"{request.endpoint.name}-{request.deployment.name}-{uuid.uuid4().hex[:8]}"
         port = free_port(HOST)
-        keys = self.keys_file(request.endpoint.name)
+        keys = self.target.keys_file(request.endpoint.name)
         config = server_config(request, port=port, model_dir=Path(MODEL_IN_CONTAINER),
                                keys_file=Path(KEYS_IN_CONTAINER) / keys.name,
                                data_dir=Path(DATA_IN_CONTAINER), host=HOST)
-        folder = self.root / "instances" / instance
+        folder = self.target.root / "instances" / instance
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "server.json").write_text(json.dumps(config, indent=2))
         uid, gid = service_user()
-        data = self.data_dir / request.endpoint.name / request.deployment.name
+        data = self.target.data_dir / request.endpoint.name / request.deployment.name
         data.mkdir(parents=True, exist_ok=True)
-        for path in (self.data_dir, data.parent):
+        for path in (self.target.data_dir, data.parent):
             _hand_over(path, uid, gid, recursive=False)
         _hand_over(data, uid, gid)  # the collector writes here from inside the container
         if request.endpoint.auth_mode == "key":
@@ -186,12 +182,12 @@ class DockerTarget(LocalTarget):
             volumes={str(folder): {"bind": CONFIG_IN_CONTAINER, "mode": "ro"},
                      str(keys.parent): {"bind": KEYS_IN_CONTAINER, "mode": "ro"},
                      str(request.model.path): {"bind": MODEL_IN_CONTAINER, "mode": "ro"},
-                     str(self.data_dir): {"bind": DATA_IN_CONTAINER, "mode": "rw"}},
+                     str(self.target.data_dir): {"bind": DATA_IN_CONTAINER, "mode": "rw"}},
             restart_policy={"Name": "unless-stopped"},  # back after an engine or host restart
             nano_cpus=int(resources.cpu * 1e9) if resources.cpu else None,
             mem_limit=memory_bytes(resources.memory) if resources.memory else None)
 
-    def _stop_instances(self, instances: list[dict], grace: float = STOP_GRACE_SECONDS) -> None:
+    def stop(self, instances: list[dict], grace: float = STOP_GRACE_SECONDS) -> None:
         self._stop_containers([c for c in map(self._container, instances) if c is not None], grace)
 
     def _stop_containers(self, containers: list, grace: float = STOP_GRACE_SECONDS) -> None:
@@ -205,34 +201,30 @@ class DockerTarget(LocalTarget):
                 except docker.errors.NotFound:
                     pass
 
-    def _instance_log(self, instance: dict, lines: int) -> str:
+    def log(self, instance: dict, lines: int) -> str:
         container = self._container(instance)
         if container is None:
             return "(the container is gone)"
         with self._engine_call(f"read the log of container {container.name}"):
             return container.logs(tail=lines).decode("utf-8", "replace")
 
-    def _orphan_instances(self, known: list[dict]) -> list[dict]:
+    def unrecorded(self, known: list[dict]) -> list[dict]:
         """This project's containers that no record names (left by an interrupted apply), as instances."""
         ids = {record.get("container") for record in known}
         return [{"id": container.name, "container": container.id, "endpoint": container.labels.get("mlops.endpoint")}
                 for container in self._owned() if container.id not in ids]
 
-    # -- deleting: containers first, then the records ----------------------------------------
-
-    def delete(self, endpoint: str, deployment: str) -> None:
-        """Stop the deployment's containers, then forget it (engine unreachable: nothing forgotten)."""
-        self._stop_before_forgetting(f"deployment {endpoint}/{deployment}", endpoint=endpoint, deployment=deployment)
-        super().delete(endpoint, deployment)
-
-    def delete_endpoint(self, endpoint: str) -> None:
-        """Stop every container of the endpoint, also ones no record names, then its records and router."""
-        self._stop_before_forgetting(f"endpoint {endpoint}", endpoint=endpoint)
-        super().delete_endpoint(endpoint)
-
-    def _stop_before_forgetting(self, what: str, **labels: str) -> None:
+    def before_forget(self, what: str, **labels: str) -> None:
+        """Stop the containers first: with the engine unreachable nothing is forgotten, so a rerun resumes."""
         try:
             self._stop_containers(self._owned(**labels))
         except TargetError as error:
             raise TargetError(f"{error}; nothing of {what} was forgotten: its records and routes are kept, "
                               "so running the command again once the engine is reachable finishes it") from None
+
+
+class DockerTarget(RoutedTarget):
+    """Deployments as containers on a Docker engine (``type: docker``), behind the endpoint router."""
+
+    def __init__(self, spec: TargetSpec, state_dir: Path, project: str | None = None):
+        super().__init__(spec, state_dir, project, folder=f"docker-{spec.name}", runner=ContainerRunner)
