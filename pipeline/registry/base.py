@@ -8,11 +8,15 @@ version in use can be neither archived nor deleted.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from pipeline.errors import MlopsError
 from pipeline.registry.hashing import FileEntry
 
 
@@ -73,3 +77,22 @@ class Registry(Protocol):
     def archive(self, name: str, version: int) -> None: ...
 
     def delete(self, name: str, version: int) -> list[str]: ...
+
+
+def download_aside(destination: Path, fill: Callable[[Path], None]) -> Path:
+    """Fill a new folder beside ``destination`` and rename it into place only once ``fill`` succeeded
+    (it verifies what it writes): a failed or tampered download leaves nothing behind."""
+    destination = Path(destination)
+    if destination.exists() and (not destination.is_dir() or any(destination.iterdir())):
+        raise MlopsError(f"{destination} already exists and is not an empty folder; choose a new one")
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}.download-"))
+    try:
+        fill(temp)
+        if destination.exists():
+            destination.rmdir()
+        os.replace(temp, destination)
+    finally:
+        if temp.exists():
+            shutil.rmtree(temp, ignore_errors=True)
+    return destination

@@ -25,9 +25,9 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pipeline.errors import IntegrityError, InUseError, MlopsError, ReferenceNotFound, UnsafePathError
+from pipeline.errors import IntegrityError, InUseError, ReferenceNotFound, UnsafePathError
 from pipeline.faults import crash_point
-from pipeline.registry.base import ModelSummary, ModelVersion
+from pipeline.registry.base import ModelSummary, ModelVersion, download_aside
 from pipeline.registry.hashing import ContentDigest, FileEntry, HashCache, digest_content, list_files, sha256_file
 
 _SCHEMA = """
@@ -228,19 +228,7 @@ class LocalRegistry:
     def download(self, name: str, version: int, destination: Path) -> Path:
         """Copy a version into ``destination`` (new or empty): written aside, renamed once verified."""
         record = self.get(name, version)
-        if destination.exists() and (not destination.is_dir() or any(destination.iterdir())):
-            raise MlopsError(f"{destination} already exists and is not an empty folder; choose a new one")
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        temp = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}.download-"))
-        try:
-            self._verified_copy(record, temp)
-            if destination.exists():
-                destination.rmdir()
-            os.replace(temp, destination)
-        finally:
-            if temp.exists():
-                shutil.rmtree(temp, ignore_errors=True)
-        return destination
+        return download_aside(destination, lambda folder: self._verified_copy(record, folder))
 
     # -- usage and deletion ----------------------------------------------------------------
 

@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import IntegrityError, InUseError, MlopsError, ReferenceNotFound, UnsafePathError
-from pipeline.registry.base import ModelSummary, ModelVersion
+from pipeline.errors import IntegrityError, InUseError, ReferenceNotFound, UnsafePathError
+from pipeline.registry.base import ModelSummary, ModelVersion, download_aside
 from pipeline.registry.hashing import digest_content, list_files, merkle
 from pipeline.registry.local import safe_relative
 
@@ -166,21 +166,9 @@ class InMemoryRegistry:
             return folder
 
     def download(self, name: str, version: int, destination: Path) -> Path:
+        """Copy a version into ``destination`` (new or empty): written aside, renamed once verified."""
         record = self.get(name, version)
-        destination = Path(destination)
-        if destination.exists() and (not destination.is_dir() or any(destination.iterdir())):
-            raise MlopsError(f"{destination} already exists and is not an empty folder; choose a new one")
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        temp = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}.download-"))
-        try:
-            self._write_verified(record, temp)
-            if destination.exists():
-                destination.rmdir()
-            os.replace(temp, destination)
-        finally:
-            if temp.exists():
-                shutil.rmtree(temp, ignore_errors=True)
-        return destination
+        return download_aside(destination, lambda folder: self._write_verified(record, folder))
 
     # -- usage and deletion ----------------------------------------------------------------
 
