@@ -12,12 +12,12 @@ Exit code 1 when the model cannot be loaded, with the reason on stderr.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
 import uvicorn
 
+from pipeline.server import logs
 from pipeline.server.app import create_app
 from pipeline.server.config import ServerConfig
 
@@ -33,8 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, KeyError, TypeError) as error:
         print(f"error: cannot read server config {args.config}: {error}", file=sys.stderr)
         return 1
-    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(config.log_level, config.log_file)
     try:
         app = create_app(config)
     except Exception as error:  # a bad keys file, an unusable data folder
@@ -43,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     server = uvicorn.Server(uvicorn.Config(
         app, host=config.host, port=config.port, loop="uvloop", http="httptools", workers=1,
         access_log=config.access_log or config.log_level == "debug", log_level=config.log_level, lifespan="on",
+        log_config=None,  # uvicorn's loggers go to ours: one file, rotated
         server_header=False,
         timeout_graceful_shutdown=int(config.request_settings.request_timeout_ms / 1000
                                       + GRACE_SECONDS_AFTER_TIMEOUT)))

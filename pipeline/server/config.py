@@ -40,6 +40,7 @@ class ServerConfig:
     data_dir: Path | None = None
     baseline: Path | None = None  # the model's baseline CSV: its header names the columns when the model cannot
     log_level: str = "info"
+    log_file: Path | None = None  # rotated by size; None: stderr (a container's log)
     access_log: bool = False  # a line per request (also on at log_level debug): off, it costs throughput
     execution: str = "auto"
 
@@ -57,7 +58,7 @@ class ServerConfig:
 
     def to_json(self) -> str:
         data = asdict(self)
-        for key in ("model_dir", "keys_file", "data_dir", "baseline"):
+        for key in ("model_dir", "keys_file", "data_dir", "baseline", "log_file"):
             data[key] = str(data[key]) if data[key] is not None else None
         return json.dumps(data, indent=2, sort_keys=True)
 
@@ -69,7 +70,7 @@ class ServerConfig:
             raise ValueError(f"unknown server config field(s): {', '.join(unknown)}")
         values = dict(data)
         values["model_dir"] = Path(values["model_dir"])
-        for key in ("keys_file", "data_dir", "baseline"):
+        for key in ("keys_file", "data_dir", "baseline", "log_file"):
             if values.get(key) is not None:
                 values[key] = Path(values[key])
         values["request_settings"] = RequestSettings(**values.get("request_settings") or {})

@@ -42,7 +42,6 @@ import hashlib
 import itertools
 import json
 import logging
-import logging.handlers
 import os
 import random
 import time
@@ -53,6 +52,7 @@ from typing import Any
 import httpx
 
 from pipeline.errors import MlopsError
+from pipeline.server import logs
 from pipeline.server.auth import KeyChecker
 
 log = logging.getLogger("mlops.router")
@@ -66,8 +66,6 @@ _CLOSE = [(b"connection", b"close")]
 REPLAY_MAX_BYTES = 256 * 1024
 BODY_IDLE_SECONDS = 30.0
 MAX_CONCURRENT_REQUESTS = 512
-LOG_MAX_BYTES = 10 * 1024 * 1024
-LOG_BACKUPS = 3
 MAX_MIRRORS_IN_FLIGHT = 64
 RELOAD_SECONDS = 0.05
 
@@ -344,17 +342,8 @@ async def _respond(send, status: int, payload: dict[str, Any], headers: list | t
 def _configure_logging(data: dict) -> None:
     """To the configured file, rotated by size (``"log"``), or to stderr."""
     settings = data.get("log") or {}
-    level = os.environ.get("MLOPS_LOG_LEVEL", "INFO")
-    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if settings.get("file"):
-        handler: logging.Handler = logging.handlers.RotatingFileHandler(
-            settings["file"], maxBytes=int(settings.get("max_bytes", LOG_MAX_BYTES)),
-            backupCount=int(settings.get("backups", LOG_BACKUPS)))
-    else:
-        handler = logging.StreamHandler()
-    handler.setFormatter(formatter)
-    logging.basicConfig(level=level, handlers=[handler], force=True)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs every request at INFO: an access log
+    logs.configure(os.environ.get("MLOPS_LOG_LEVEL", "INFO"), settings.get("file"),
+                   int(settings.get("max_bytes", logs.MAX_BYTES)), int(settings.get("backups", logs.BACKUPS)))
 
 
 def main(argv: list[str] | None = None) -> None:

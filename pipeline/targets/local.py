@@ -32,10 +32,11 @@ class ProcessRunner:
                                keys_file=target.keys_file(request.endpoint.name),
                                data_dir=target.data_dir, host=HOST)
         config_path = target.root / "instances" / f"{instance}.json"
-        _write(config_path, config)
+        log = target.root / "logs" / f"{instance}.log"
+        _write(config_path, {**config, "log_file": str(log)})  # the service rotates it; stdout gets only a crash
         python = str(request.interpreter or sys.executable)
         record = target._spawn([python, "-m", "pipeline.server", "--config", str(config_path)],
-                               target.root / "logs" / f"{instance}.log", request.environment_variables,
+                               log.with_suffix(".out"), request.environment_variables,
                                isolated=request.interpreter is not None)
         return {**record, "id": instance, "port": port, "config": str(config_path)}
 
@@ -46,7 +47,10 @@ class ProcessRunner:
         _stop(instances, grace)
 
     def log(self, instance: dict, lines: int) -> str:
-        return _tail(Path(instance["log"]), lines)
+        """The service's own log, then whatever it printed outside logging (a crash before it started)."""
+        text = _tail(Path(instance["log"]).with_suffix(".log"), lines)
+        crash = _tail(Path(instance["log"]).with_suffix(".out"), lines)
+        return "\n".join(part for part in (text, crash) if part)
 
     def unrecorded(self, known: list[dict]) -> list[dict]:
         return []  # processes: the target's process scan finds them
