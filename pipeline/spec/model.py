@@ -70,6 +70,7 @@ class Target:
     namespace: str | None = None  # kubernetes
     image_repository: str | None = None  # where built images are pushed
     base_image: str | None = None  # default base image for environments built for this target
+    port: int | None = None  # local, docker: the first port its endpoints' routers take on 127.0.0.1
     settings: Mapping[str, str] = field(default_factory=dict)  # may hold ${VAR} secrets
 
     @property

@@ -291,10 +291,17 @@ class RoutedTarget:
                                 mirror_traffic=record["mirror"])
 
     def _port(self, endpoint: str) -> int:
-        """The port this endpoint had before (kept across destroy and apply unless taken), else a new one."""
+        """The port this endpoint had before (kept across destroy and apply unless taken), else the
+        target's ``port`` or the next free one above it not given to another endpoint, else any."""
         path = self.root / "ports.json"
         ports = _read(path) or {}
-        port = free_port(HOST, ports.get(endpoint))
+        wanted = ports.get(endpoint)
+        base = self.spec.port
+        if base and (wanted is None or wanted < base):
+            others = {p for name, p in ports.items() if name != endpoint}
+            wanted = next((p for p in range(base, min(base + 100, 65536))
+                           if p not in others and free_port(HOST, p) == p), None)
+        port = free_port(HOST, wanted)
         if port != ports.get(endpoint):
             _write(path, {**ports, endpoint: port})
         return port

@@ -77,3 +77,16 @@ def test_the_endpoint_refuses_a_body_over_the_deployments_limit_before_reading_i
                      timeout=10)
     assert big.status_code == 413
     assert repo.score(IRIS_ROWS).status_code == 200
+
+
+def test_the_local_targets_port_is_the_endpoints_port(repo):
+    from pipeline.targets.health import free_port
+
+    port = free_port()
+    spec = (repo.root / "mlops.yaml").read_text()
+    local = f"  local: {{type: local, port: {port}}}"
+    (repo.root / "mlops.yaml").write_text(spec.replace("  local: {type: local}", local))
+    repo.mlops("apply", "--yes")
+    url, _ = repo.endpoint()
+    assert url == f"http://127.0.0.1:{port}"
+    assert repo.score(IRIS_ROWS).status_code == 200
