@@ -98,7 +98,8 @@ class _Planner:
         step_id = f"build:{ref}"
         if step_id not in self.builds:
             self.builds[step_id] = Step(
-                id=step_id, kind=StepKind.BUILD, action=Action.CREATE, address=f"image.{ref}",
+                id=step_id, kind=StepKind.BUILD, action=Action.CREATE,
+                address=f"{'environment' if venv else 'image'}.{ref}",
                 reason=f"environment {deployment.environment} (digest {_short(digest)}) has no "
                        f"{'virtual environment' if venv else 'image'} yet",
                 after={"image": ref},
