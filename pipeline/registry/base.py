@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from pipeline.errors import MlopsError
+from pipeline.errors import InUseError, MlopsError
 from pipeline.registry.hashing import FileEntry
 
 
@@ -96,3 +96,10 @@ def download_aside(destination: Path, fill: Callable[[Path], None]) -> Path:
         if temp.exists():
             shutil.rmtree(temp, ignore_errors=True)
     return destination
+
+
+def refuse_if_used(name: str, version: int, action: str, users: list[str]) -> None:
+    """Delete protection, worded the same by every backend: a version that serves stays."""
+    if users:
+        raise InUseError(f"cannot {action} {name}:{version}: it is served by {', '.join(users)}; deploy another "
+                         "version there first (through mlops.yaml)")

@@ -25,9 +25,9 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pipeline.errors import IntegrityError, InUseError, ReferenceNotFound, UnsafePathError
+from pipeline.errors import IntegrityError, ReferenceNotFound, UnsafePathError
 from pipeline.faults import crash_point
-from pipeline.registry.base import ModelSummary, ModelVersion, download_aside
+from pipeline.registry.base import ModelSummary, ModelVersion, download_aside, refuse_if_used
 from pipeline.registry.hashing import ContentDigest, FileEntry, HashCache, digest_content, list_files, sha256_file
 
 _SCHEMA = """
@@ -250,10 +250,7 @@ class LocalRegistry:
             "SELECT deployment FROM usage WHERE name=? AND version=? ORDER BY deployment", (name, version))]
 
     def _refuse_if_used(self, name: str, version: int, action: str) -> None:
-        users = self.users(name, version)
-        if users:
-            raise InUseError(f"cannot {action} {name}:{version}: it is served by {', '.join(users)}; deploy another "
-                             "version there first (through mlops.yaml)")
+        refuse_if_used(name, version, action, self.users(name, version))
 
     def archive(self, name: str, version: int) -> None:
         self.get(name, version)

@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import IntegrityError, InUseError, ReferenceNotFound, UnsafePathError
-from pipeline.registry.base import ModelSummary, ModelVersion, download_aside
+from pipeline.errors import IntegrityError, ReferenceNotFound, UnsafePathError
+from pipeline.registry.base import ModelSummary, ModelVersion, download_aside, refuse_if_used
 from pipeline.registry.hashing import digest_content, list_files, merkle
 from pipeline.registry.local import safe_relative
 
@@ -185,10 +185,7 @@ class InMemoryRegistry:
             return sorted(user for user, used in self._usage.items() if used == (name, version))
 
     def _refuse_if_used(self, name: str, version: int, action: str) -> None:
-        users = self.users(name, version)
-        if users:
-            raise InUseError(f"cannot {action} {name}:{version}: it is served by {', '.join(users)}; deploy another "
-                             "version there first (through mlops.yaml)")
+        refuse_if_used(name, version, action, self.users(name, version))
 
     def archive(self, name: str, version: int) -> None:
         with self._lock:
