@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -100,12 +102,20 @@ def test_killed_apply_converges_on_rerun(repo):
 
 
 def test_second_apply_waits_then_names_the_holder(repo):
-    first = repo.spawn("apply", "--yes")
-    time.sleep(1.0)
-    second = repo.mlops("apply", "--yes", "--lock-timeout", "0.5s", check=False)
-    first.wait(120)
+    """Another apply holds the lock (a live process on this host) for as long as the test needs."""
+    state = repo.root / ".mlops"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import pathlib, sys, time; from pipeline.apply.lock import StateLock; "
+         f"StateLock(pathlib.Path({str(state)!r})).acquire(); print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        second = repo.mlops("apply", "--yes", "--lock-timeout", "0.5s", check=False)
+    finally:
+        holder.kill()
+        holder.wait()
     assert second.returncode == 1
-    assert "locked by apply" in second.stderr and "pid" in second.stderr
+    assert "locked by apply" in second.stderr and f"pid {holder.pid}" in second.stderr
     assert "Traceback" not in second.stderr
 
 
