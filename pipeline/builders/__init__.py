@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pipeline
 from pipeline.builders import base as local_base
+from pipeline.builders.base import image_exists
 from pipeline.builders.progress import BuildProgress
 from pipeline.builders.wheels import cached_wheels, pip_errors
 from pipeline.errors import BuildError, MlopsError
@@ -195,16 +196,6 @@ def connect(host: str | None):
     return client
 
 
-def _exists(client, ref: str) -> bool:
-    import docker
-
-    try:
-        client.images.get(ref)
-        return True
-    except docker.errors.ImageNotFound:
-        return False
-
-
 def remove_leftovers(client, project: str) -> None:
     """Remove this project's untagged images (a failed build's steps, the wheel-installing stage)."""
     import docker
@@ -277,19 +268,19 @@ class ImageBuilder:
                 refs.setdefault(target.name, {})[deployment.environment] = ref
                 wanted.setdefault(ref, set()).add(target.host)
         for ref, hosts in wanted.items():
-            if all(_exists(self.client_for(host), ref) for host in hosts):
+            if all(image_exists(self.client_for(host), ref) for host in hosts):
                 images.add(ref)
         return digests, refs, frozenset(images)
 
     def exists(self, ref: str) -> bool:
-        return _exists(self.client, ref)
+        return image_exists(self.client, ref)
 
     def build(self, environment: str, data) -> str:
         """Build the image a plan's build step names on every engine that lacks it."""
         ref = data.image
         for host in self.hosts(self.targets(data)):
             client = self.client_for(host)
-            if not _exists(client, ref):
+            if not image_exists(client, ref):
                 self._build_on(client, environment, data)
         if data.repository:
             self.push(ref)
@@ -309,7 +300,7 @@ class ImageBuilder:
         return shipped
 
     def _ensure_base(self, client, context: Context) -> None:
-        if context.environment.dockerfile or _exists(client, context.base_image):
+        if context.environment.dockerfile or image_exists(client, context.base_image):
             return
         if context.base_image == local_base.default_base():
             local_base.ensure_base(client, progress=self.progress)

@@ -76,7 +76,8 @@ def default_base() -> str | None:
     return base_tag(suite) if suite else None
 
 
-def _image_exists(client, ref: str) -> bool:
+def image_exists(client, ref: str) -> bool:
+    """The engine has ``ref`` (pulls nothing)."""
     import docker
 
     try:
@@ -132,7 +133,7 @@ def ensure_base(client, suite: str | None = None, progress=print) -> str:
         raise MlopsError("the local base image is built from Debian/Ubuntu packages, and this machine is "
                          "neither; set base_image on the environment (for example python:3.11-slim)")
     tag = base_tag(suite)
-    if _image_exists(client, tag):
+    if image_exists(client, tag):
         return tag
     tarball = cache_dir() / "base" / f"{tag.split(':', 1)[1]}.tar"
     if not tarball.exists():
@@ -144,6 +145,6 @@ def ensure_base(client, suite: str | None = None, progress=print) -> str:
         str(tarball), repository=repository, tag=version,
         changes=["ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8",
                  'CMD ["python3"]', f"LABEL mlops.base={suite}"])
-    if not _image_exists(client, tag):
+    if not image_exists(client, tag):
         raise BuildError(f"importing {tarball} as {tag} failed (delete the file to bootstrap it again)")
     return tag

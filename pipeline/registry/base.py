@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from pipeline.errors import InUseError, MlopsError
-from pipeline.registry.hashing import FileEntry
+from pipeline.errors import InUseError, MlopsError, UnsafePathError
+from pipeline.registry.hashing import FileEntry, digest_content
 
 
 @dataclass(frozen=True)
@@ -103,3 +103,37 @@ def refuse_if_used(name: str, version: int, action: str, users: list[str]) -> No
     if users:
         raise InUseError(f"cannot {action} {name}:{version}: it is served by {', '.join(users)}; deploy another "
                          "version there first (through mlops.yaml)")
+
+
+def remove_tree(folder: Path) -> None:
+    """Remove a folder, read-only copies included."""
+    for path in folder.rglob("*"):
+        if path.is_dir():
+            path.chmod(0o755)
+    folder.chmod(0o755)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def materialized(folder: Path, digest: str, fill: Callable[[Path], None]) -> Path:
+    """``folder`` holding exactly the content ``digest`` names, read-only: reused only when every byte
+    re-hashes to it, otherwise filled aside by ``fill`` (which verifies what it writes) and renamed."""
+    if folder.exists():
+        try:
+            if digest_content(folder).digest == digest:
+                return folder
+        except (OSError, UnsafePathError):
+            pass
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".building-"))
+    try:
+        fill(temp)
+        for path in sorted(temp.rglob("*"), reverse=True):
+            path.chmod(0o555 if path.is_dir() else 0o444)
+        temp.chmod(0o555)
+        if folder.exists():
+            remove_tree(folder)
+        os.replace(temp, folder)
+    finally:
+        if temp.exists():
+            remove_tree(temp)
+    return folder

@@ -27,7 +27,14 @@ from typing import Any
 
 from pipeline.errors import IntegrityError, ReferenceNotFound, UnsafePathError
 from pipeline.faults import crash_point
-from pipeline.registry.base import ModelSummary, ModelVersion, download_aside, refuse_if_used
+from pipeline.registry.base import (
+    ModelSummary,
+    ModelVersion,
+    download_aside,
+    materialized,
+    refuse_if_used,
+    remove_tree,
+)
 from pipeline.registry.hashing import ContentDigest, FileEntry, HashCache, digest_content, list_files, sha256_file
 
 _SCHEMA = """
@@ -200,30 +207,7 @@ class LocalRegistry:
         """A verified, read-only folder with the version's files (built once, reused after)."""
         record = self.get(name, version)
         folder = self.root / "materialized" / record.digest.split(":", 1)[1]
-        if folder.exists() and self._holds(folder, record):
-            return folder
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        temp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".building-"))
-        try:
-            self._verified_copy(record, temp)
-            for path in sorted(temp.rglob("*"), reverse=True):
-                path.chmod(0o555 if path.is_dir() else 0o444)
-            temp.chmod(0o555)
-            if folder.exists():
-                _remove_tree(folder)
-            os.replace(temp, folder)
-        finally:
-            if temp.exists():
-                _remove_tree(temp)
-        return folder
-
-    @staticmethod
-    def _holds(folder: Path, record: ModelVersion) -> bool:
-        """The folder holds exactly the version's files: every byte re-hashed, no file added or missing."""
-        try:
-            return digest_content(folder).digest == record.digest
-        except (OSError, UnsafePathError):
-            return False
+        return materialized(folder, record.digest, lambda temp: self._verified_copy(record, temp))
 
     def download(self, name: str, version: int, destination: Path) -> Path:
         """Copy a version into ``destination`` (new or empty): written aside, renamed once verified."""
@@ -273,16 +257,8 @@ class LocalRegistry:
                 removed.append(entry.digest)
         materialized = self.root / "materialized" / record.digest.split(":", 1)[1]
         if materialized.exists() and not self.find(name, record.digest):
-            _remove_tree(materialized)
+            remove_tree(materialized)
         return removed
 
     def close(self) -> None:
         self._db.close()
-
-
-def _remove_tree(folder: Path) -> None:
-    for path in folder.rglob("*"):
-        if path.is_dir():
-            path.chmod(0o755)
-    folder.chmod(0o755)
-    shutil.rmtree(folder, ignore_errors=True)

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
-import shutil
 import tempfile
 import threading
 from collections.abc import Mapping
@@ -22,8 +20,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import IntegrityError, ReferenceNotFound, UnsafePathError
-from pipeline.registry.base import ModelSummary, ModelVersion, download_aside, refuse_if_used
+from pipeline.errors import IntegrityError, ReferenceNotFound
+from pipeline.registry.base import (
+    ModelSummary,
+    ModelVersion,
+    download_aside,
+    materialized,
+    refuse_if_used,
+    remove_tree,
+)
 from pipeline.registry.hashing import digest_content, list_files, merkle
 from pipeline.registry.local import safe_relative
 
@@ -146,24 +151,7 @@ class InMemoryRegistry:
             if self._folder is None:
                 self._folder = Path(tempfile.mkdtemp(prefix="mlops-memory-registry-"))
             folder = self._folder / record.digest.split(":", 1)[1]
-            if folder.exists():
-                try:
-                    if digest_content(folder).digest == record.digest:
-                        return folder
-                except (OSError, UnsafePathError):
-                    pass
-                _remove_tree(folder)
-            temp = Path(tempfile.mkdtemp(dir=self._folder, prefix=".building-"))
-            try:
-                self._write_verified(record, temp)
-                for path in sorted(temp.rglob("*"), reverse=True):
-                    path.chmod(0o555 if path.is_dir() else 0o444)
-                temp.chmod(0o555)
-                os.replace(temp, folder)
-            finally:
-                if temp.exists():
-                    _remove_tree(temp)
-            return folder
+            return materialized(folder, record.digest, lambda temp: self._write_verified(record, temp))
 
     def download(self, name: str, version: int, destination: Path) -> Path:
         """Copy a version into ``destination`` (new or empty): written aside, renamed once verified."""
@@ -205,20 +193,12 @@ class InMemoryRegistry:
             if self._folder is not None and self.find(name, record.digest) is None:
                 folder = self._folder / record.digest.split(":", 1)[1]
                 if folder.exists():
-                    _remove_tree(folder)
+                    remove_tree(folder)
             return removed
 
     def close(self) -> None:
         """Remove the materialized folders."""
         with self._lock:
             if self._folder is not None and self._folder.exists():
-                _remove_tree(self._folder)
+                remove_tree(self._folder)
             self._folder = None
-
-
-def _remove_tree(folder: Path) -> None:
-    for path in folder.rglob("*"):
-        if path.is_dir():
-            path.chmod(0o755)
-    folder.chmod(0o755)
-    shutil.rmtree(folder, ignore_errors=True)
