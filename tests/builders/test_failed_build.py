@@ -22,17 +22,10 @@ environments:
 
 
 @pytest.fixture
-def client():
-    try:
-        import docker
-
-        engine = docker.from_env()
-        engine.ping()
-    except Exception:
-        pytest.skip("no Docker engine reachable (set DOCKER_HOST)")
-    if not default_base() or not engine.images.list(name=default_base()):
+def client(docker_engine):
+    if not default_base() or not docker_engine.images.list(name=default_base()):
         pytest.skip("the local base image is not on the engine (mlops images base)")
-    return engine
+    return docker_engine
 
 
 def test_failed_build_raises_once_and_leaves_no_image(client, tmp_path: Path):

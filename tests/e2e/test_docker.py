@@ -21,29 +21,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.docker]
 IRIS = [[5.1, 3.5, 1.4, 0.2]]
 
 
-def engine_available() -> bool:
-    try:
-        import docker
-
-        docker.from_env().ping()
-        return True
-    except Exception:
-        return False
-
-
 def env_tags(client) -> set[str]:
     return {tag for image in client.images.list() for tag in image.tags if tag.split("/")[-1].startswith("mlops-env-")}
 
 
 @pytest.fixture(scope="module")
-def docker_env():
-    if not engine_available():
-        if os.environ.get("MLOPS_REQUIRE_DOCKER") == "1":
-            pytest.fail("no Docker engine reachable, but MLOPS_REQUIRE_DOCKER=1 (CI starts one: .ci/docker.sh)")
-        pytest.skip("no Docker engine reachable (set DOCKER_HOST)")
+def docker_env(docker_engine):
     import docker
 
-    client = docker.from_env()
+    client = docker_engine
     before = env_tags(client)
     yield {"base": os.environ.get("MLOPS_TEST_BASE_IMAGE", "python:3.11-slim")}
     for tag in env_tags(client) - before:  # only the images these tests built

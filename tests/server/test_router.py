@@ -39,32 +39,21 @@ BACKEND = textwrap.dedent("""
 """)
 
 
-def wait_http(url: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url, timeout=0.5)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    raise TimeoutError(url)
-
-
 @pytest.fixture
-def cluster(tmp_path: Path):
+def cluster(tmp_path: Path, wait_http):
     """Three backends (blue, green, shadow) and a router in front of them."""
     script = tmp_path / "backend.py"
     script.write_text(BACKEND)
     processes: list[subprocess.Popen] = []
     try:
-        yield from _cluster(tmp_path, script, processes)
+        yield from _cluster(tmp_path, script, processes, wait_http)
     finally:
         for process in processes:
             process.terminate()
             process.wait(10)
 
 
-def _cluster(tmp_path: Path, script: Path, processes: list[subprocess.Popen]):
+def _cluster(tmp_path: Path, script: Path, processes: list[subprocess.Popen], wait_http):
     backends = {}
     for name in ("blue", "green", "shadow"):
         port = free_port()

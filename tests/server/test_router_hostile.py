@@ -39,18 +39,8 @@ LIMIT = 1024 * 1024
 BIG = 200 * 1024 * 1024
 
 
-def _wait(url: str) -> None:
-    for _ in range(400):
-        try:
-            httpx.get(url, timeout=0.5)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    raise TimeoutError(url)
-
-
 @pytest.fixture
-def router(tmp_path: Path):
+def router(tmp_path: Path, wait_http):
     """A key-protected router with a 1 MiB body limit in front of one backend."""
     keys = ensure_keys(tmp_path / "keys.json")
     (tmp_path / "backend.py").write_text(BACKEND)
@@ -64,8 +54,8 @@ def router(tmp_path: Path):
                  subprocess.Popen([sys.executable, "-m", "pipeline.server.router", "--config",
                                    str(tmp_path / "router.json")])]
     try:
-        _wait(f"http://127.0.0.1:{backend_port}/")
-        _wait(f"http://127.0.0.1:{port}/-/router/ready")
+        wait_http(f"http://127.0.0.1:{backend_port}/")
+        wait_http(f"http://127.0.0.1:{port}/-/router/ready")
         yield {"url": f"http://127.0.0.1:{port}/score", "key": keys["primary"], "pid": processes[1].pid,
                "log": tmp_path / "router.log"}
     finally:

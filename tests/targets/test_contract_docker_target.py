@@ -23,27 +23,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.docker]
 ENVIRONMENT = "sklearn"
 
 
-def engine_available() -> bool:
-    try:
-        import docker
-
-        docker.from_env().ping()
-        return True
-    except Exception:
-        return False
-
-
 def docker_repository(root, base: str):
     return load(write_repository(root, f'{{type: docker, base_image: "{base}"}}', ENVIRONMENT))
 
 
 @pytest.fixture(scope="module")
-def image(tmp_path_factory):
+def image(tmp_path_factory, docker_engine):
     """The environment image the deployments run, built on the engine (reused when it exists)."""
-    if not engine_available():
-        if os.environ.get("MLOPS_REQUIRE_DOCKER") == "1":
-            pytest.fail("no Docker engine reachable, but MLOPS_REQUIRE_DOCKER=1 (CI starts one: .ci/docker.sh)")
-        pytest.skip("no Docker engine reachable (set DOCKER_HOST)")
     import docker
 
     from pipeline.builders import ImageBuilder
