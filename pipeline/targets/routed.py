@@ -421,8 +421,7 @@ class RoutedTarget:
     def deploy(self, request: DeployRequest) -> ObservedDeployment:
         """Rolling replacement: start new instances, wait ready, commit, switch routes, stop old."""
         endpoint, deployment = request.endpoint.name, request.deployment
-        self.ensure_endpoint(request.endpoint)
-        self.reap_orphans()
+        self.ensure_endpoint(request.endpoint)  # also routes by the records and stops what no record names
         path = self._deployment_file(endpoint, deployment.name)
         old = _read(path) or {}
         new = [self.runner.start(request) for _ in range(deployment.instance_count)]
