@@ -85,6 +85,8 @@ class Actual:
     # named by the builder: the planner never computes image names
     environment_refs: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     images: frozenset[str] = frozenset()  # image references that already exist where they are needed
+    # the registry's aliases of models referenced as models:/NAME@ALIAS ({"fraud": {"champion": 7}})
+    aliases: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     endpoints: Mapping[str, ObservedEndpoint] = field(default_factory=dict)
     deployments: Mapping[str, ObservedDeployment] = field(default_factory=dict)  # by "endpoint/name"
 
@@ -94,6 +96,8 @@ class Actual:
         for deployment in data["deployments"].values():
             deployment.pop("detail", None)
         del data["environment_refs"]  # named from the digests, which are fingerprinted already
+        if not data["aliases"]:
+            del data["aliases"]  # fingerprints as before aliases were observed
         for endpoint in data["endpoints"].values():
             if not endpoint["drift"]:
                 del endpoint["drift"]  # no drift fingerprints as it did before drift was observed

@@ -6,6 +6,13 @@ import os
 
 import pytest
 
+# mlops refuses to apply local state under CI=true; the tests run mlops as a developer would on a
+# machine of their own, and say explicitly when they test CI behaviour. Whether the suite runs in CI
+# (tools that must exist there) is kept apart.
+IN_CI = bool(os.environ.pop("CI", ""))
+if IN_CI:
+    os.environ["MLOPS_TESTS_IN_CI"] = "1"
+
 
 @pytest.fixture(scope="session")
 def docker_engine():

@@ -33,6 +33,11 @@ def observe(spec: Spec, registry, targets: Mapping[str, Target], builder=None) -
         models[model.name] = RegisteredModel(model.name, {v.version: v.digest for v in versions},
                                              model.flavor)
         contents[model.name] = working_tree_digest(spec.root / model.path, spec.registry_path()).digest
+    references = [d.model for d in spec.deployments() if d.model.registry_only]
+    for name in sorted({ref.name for ref in references} - set(models)):  # held by the registry only
+        versions = registry.list_versions(name, include_archived=True)
+        models[name] = RegisteredModel(name, {v.version: v.digest for v in versions}, None)
+    aliases = {name: dict(registry.aliases(name)) for name in sorted({r.name for r in references if r.alias})}
     endpoints, deployments = {}, {}
     for name in sorted(used_targets(spec) & set(targets)):
         seen_endpoints, seen_deployments = targets[name].observe()
@@ -45,7 +50,7 @@ def observe(spec: Spec, registry, targets: Mapping[str, Target], builder=None) -
         environment_digests, environment_refs, images = builder.observe(spec)
     return Actual(models=models, model_contents=contents, environment_digests=environment_digests,
                   environment_refs=environment_refs,
-                  images=images, endpoints=endpoints, deployments=deployments)
+                  images=images, aliases=aliases, endpoints=endpoints, deployments=deployments)
 
 
 def served(spec: Spec, targets: Mapping[str, Target]) -> dict[str, dict]:

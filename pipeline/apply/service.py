@@ -19,9 +19,8 @@ from typing import Any
 
 from pipeline.apply.executor import Executor, Outcome
 from pipeline.apply.journal import Journal
-from pipeline.apply.ledger import Ledger
-from pipeline.apply.lock import StateLock
 from pipeline.apply.observe import observe, record_usage, served, spec_digest, used_targets
+from pipeline.apply.state_store import LocalStateStore, StateStore
 from pipeline.errors import StalePlanError
 from pipeline.plan import Plan, reconcile
 from pipeline.spec.model import Spec
@@ -50,10 +49,11 @@ class Applied:
 
 class Deployer:
     def __init__(self, spec: Spec, spec_file: Path, registry, targets: Mapping[str, Target], builder,
-                 state_dir: Path, lineage: Callable[[], Mapping[str, Any]] = dict):
+                 state_dir: Path, lineage: Callable[[], Mapping[str, Any]] = dict, store: StateStore | None = None):
         self.spec, self.spec_file, self.registry = spec, spec_file, registry
         self.targets, self.builder, self.state_dir = targets, builder, state_dir
         self.lineage = lineage  # the commit and author of the desired state (read only when recorded)
+        self.store = store or LocalStateStore(state_dir, spec.registry_path())  # the lock and the ledger
 
     # -- plan ------------------------------------------------------------------------------
 
@@ -82,7 +82,7 @@ class Deployer:
               report: Reporter | None = None) -> Applied:
         """Plan under the lock (or check a saved plan), then carry it out step by step."""
         report = report or Reporter()
-        with StateLock(self.state_dir, notice=report.notice).acquire(lock_timeout):
+        with self.store.lock("apply", notice=report.notice).acquire(lock_timeout):
             interrupted = Journal.interrupted(self.state_dir / "journal")  # under the lock: no apply runs now
             if interrupted:
                 report.notice(f"A previous apply ({interrupted['apply']}) was interrupted during "
@@ -110,9 +110,9 @@ class Deployer:
         record_usage(self.registry, serving)
         if self.builder is not None and not outcome.error:
             self.builder.collect_garbage(self.spec, serving)
-        Ledger(self.spec.registry_path()).record(
+        self.store.ledger().record(
             commit=lineage.get("commit"), author=lineage.get("author"), summary=plan.summary(),
-            outcome="failed" if outcome.error else "ok", served=serving)
+            outcome="failed" if outcome.error else "ok", served=serving, plan_json=plan.to_json())
         journal.close("failed" if outcome.error else "ok")
         return outcome
 
@@ -129,7 +129,7 @@ class Deployer:
         report = report or Reporter()
         names = self.managed_endpoints()
         data = self.state_dir / "data"
-        with StateLock(self.state_dir, "destroy", notice=report.notice).acquire(lock_timeout):
+        with self.store.lock("destroy", notice=report.notice).acquire(lock_timeout):
             for target, endpoint in names:
                 self.targets[target].delete_endpoint(endpoint)
                 report.notice(f"  - deleted endpoint {endpoint}")
@@ -143,7 +143,7 @@ class Deployer:
             serving = served(self.spec, self.targets)
             record_usage(self.registry, serving)
             lineage = dict(self.lineage())
-            Ledger(self.spec.registry_path()).record(
+            self.store.ledger().record(
                 commit=lineage.get("commit"), author=lineage.get("author"),
                 summary="Destroyed endpoints: " + ", ".join(e for _, e in names), outcome="destroyed",
                 served=serving, acted_on=tuple(e for _, e in names))

@@ -35,15 +35,22 @@ class App:
     def registry(self) -> Registry:
         """The registry named by mlops.yaml (``registry:``), opened once, whichever its backend."""
         if "registry" not in self._cache:
-            from pipeline.registry import open_registry
+            from pipeline.cli.wiring import make_registry
 
-            spec = self.spec()
-            self._cache["registry"] = open_registry(spec.registry, root=spec.root)
+            self._cache["registry"] = make_registry(self.spec())
         return self._cache["registry"]
+
+    def state_store(self):
+        """Where the apply lock and the ledger live (beside the registry), opened once."""
+        if "store" not in self._cache:
+            from pipeline.cli.wiring import make_state_store
+
+            self._cache["store"] = make_state_store(self.spec())
+        return self._cache["store"]
 
     def state_dir(self) -> Path:
         """Where targets, locks and journals keep their state: ``.mlops/`` beside the registry."""
-        return self.spec().registry_path().parent
+        return self.spec().state_dir()
 
 
 def pass_app(func):

@@ -43,7 +43,20 @@ def deployer(app: App):
     spec = app.spec()
     return Deployer(spec, Path(app.file), app.registry(), make_targets(spec, app.state_dir()),
                     make_builder(spec, app.state_dir()), app.state_dir(),
-                    lineage=lambda: read_lineage(spec.root, [Path(app.file)]).to_dict())
+                    lineage=lambda: read_lineage(spec.root, [Path(app.file)]).to_dict(), store=app.state_store())
+
+
+def refuse_local_state_in_ci(app: App, allowed: bool, command: str) -> None:
+    """On a throw-away CI runner, an embedded registry, its ledger and its lock vanish with the runner:
+    a change applied there would be forgotten (and unprotected) by the next run. Plan stays allowed."""
+    import os
+
+    if allowed or os.environ.get("CI", "").lower() not in ("true", "1") or app.spec().registry.shared:
+        return
+    raise MlopsError(f"{app.spec().where('registry')}: CI=true and the registry is this machine's folder: the "
+                     f"registry, ledger and lock of this {command} would be lost with the runner; configure a "
+                     "shared registry (registry: {type: mlflow, tracking_uri: ${MLFLOW_TRACKING_URI}}, see README "
+                     "'Sharing state'), or pass --allow-local-state")
 
 
 def _render(plan, fmt: str) -> str:
@@ -117,14 +130,17 @@ def _progress(step, status: str, detail: str) -> None:
               help="Apply only to these endpoints or deployments (repeatable).")
 @click.option("--lock-timeout", default="30s", show_default=True, help="How long to wait for the state lock.")
 @click.option("--require-clean", is_flag=True, help="Refuse a git working tree with uncommitted changes (CI).")
+@click.option("--allow-local-state", is_flag=True,
+              help="Apply under CI=true with the embedded registry (its state is lost with the runner).")
 @pass_app
 def apply(app: App, plan_file: Path | None, yes: bool, prune: bool | None, targets: tuple[str, ...],
-          lock_timeout: str, require_clean: bool) -> None:
+          lock_timeout: str, require_clean: bool, allow_local_state: bool) -> None:
     """Make the deployed state match mlops.yaml (or apply exactly a saved plan)."""
     from pipeline.apply.service import Reporter
     from pipeline.gitops.lineage import require_clean as check_clean
     from pipeline.plan import Plan
 
+    refuse_local_state_in_ci(app, allow_local_state, "apply")
     if require_clean:
         check_clean(app.spec().root)
     saved = Plan.from_json(plan_file.read_text()) if plan_file is not None else None
@@ -233,9 +249,7 @@ def logs(app: App, address: str, lines: int) -> None:
 @pass_app
 def force_unlock(app: App, lock_id: str) -> None:
     """Release a state lock left by an apply that died; needs the lock's exact id."""
-    from pipeline.apply.lock import StateLock
-
-    holder = StateLock(app.state_dir()).force_unlock(lock_id)
+    holder = app.state_store().lock().force_unlock(lock_id)
     click.echo(f"Released the lock held by {holder.get('user')}@{holder.get('host')} pid {holder.get('pid')}.")
 
 

@@ -23,9 +23,7 @@ from pipeline.spec.editor import Editor
 
 
 def _ledger(app: App):
-    from pipeline.apply.ledger import Ledger
-
-    return Ledger(app.spec().registry_path())
+    return app.state_store().ledger()
 
 
 @click.command()

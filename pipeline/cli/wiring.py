@@ -15,6 +15,50 @@ from pipeline.spec.target_kinds import TARGET_KINDS, EnvironmentKind, supported
 from pipeline.targets.base import Target
 
 
+def shared_name(spec: Spec) -> str:
+    """The name a shared registry knows this repository by: its experiment, lock and aliases."""
+    if spec.registry.experiment:
+        return spec.registry.experiment
+    from pipeline.gitops.lineage import repository_name
+
+    return f"mlops/{repository_name(spec.root)}"
+
+
+def tracking_uri(spec: Spec) -> str:
+    """The tracking server's URL from the environment variable ``registry.tracking_uri`` names."""
+    import os
+
+    from pipeline.spec.checks import VAR_REF
+
+    match = VAR_REF.fullmatch(spec.registry.tracking_uri or "")
+    value = os.environ.get(match.group(1), "") if match else ""
+    if not value:
+        name = match.group(1) if match else "MLFLOW_TRACKING_URI"
+        raise MlopsError(f"{spec.where('registry.tracking_uri')}: the environment variable {name} is not set; "
+                         "set it to the MLflow tracking server's URL (in CI: a repository secret)")
+    return value
+
+
+def make_registry(spec: Spec):
+    """The registry ``registry:`` names: the embedded one, or an MLflow tracking server's."""
+    if spec.registry.type == "mlflow":
+        from pipeline.registry.mlflow import MlflowRegistry
+
+        return MlflowRegistry(tracking_uri(spec), spec.registry_path() / "materialized", project=shared_name(spec))
+    from pipeline.registry import open_registry
+
+    return open_registry(spec.registry.path, root=spec.root)
+
+
+def make_state_store(spec: Spec):
+    """Where the apply lock and ledger live: beside the registry."""
+    from pipeline.apply.state_store import LocalStateStore, MlflowStateStore
+
+    if spec.registry.type == "mlflow":
+        return MlflowStateStore(tracking_uri(spec), shared_name(spec))
+    return LocalStateStore(spec.state_dir(), spec.registry_path())
+
+
 def make_targets(spec: Spec, state_dir: Path) -> dict[str, Target]:
     """One adapter per target in the file; SDKs are imported only for the types in use."""
     targets: dict[str, Target] = {}

@@ -73,3 +73,25 @@ def require_clean(folder: Path) -> None:
         changed = [item.a_path for item in repo.index.diff(None)] + repo.untracked_files
         raise GitError("the working tree has uncommitted changes (" + ", ".join(changed[:5])
                        + (", …" if len(changed) > 5 else "") + "); commit them or drop --require-clean")
+
+
+def repository_name(folder: Path) -> str:
+    """The repository's name as every clone and CI runner sees it: ``GITHUB_REPOSITORY`` in GitHub
+    Actions, else ``owner/name`` from the origin remote's URL, else the folder's name."""
+    import os
+
+    if os.environ.get("GITHUB_REPOSITORY"):
+        return os.environ["GITHUB_REPOSITORY"]
+    repo = _repo(folder)
+    remote = next((r for r in repo.remotes if r.name == "origin"), None) if repo is not None else None
+    if remote is not None:
+        try:
+            url = remote.url
+        except Exception:  # GitPython raises several kinds for an unreadable remote
+            url = ""
+        path = url.rstrip("/").removesuffix(".git").replace(":", "/").split("/")
+        parts = [p for p in path if p]
+        if len(parts) >= 2:
+            return "/".join(parts[-2:])
+    root = Path(repo.working_tree_dir) if repo is not None and repo.working_tree_dir else Path(folder)
+    return root.resolve().name

@@ -73,15 +73,24 @@ class _Planner:
 
     def resolve(self, endpoint: Endpoint, deployment: Deployment) -> _Resolved:
         ref = deployment.model
-        if ref.version is None:
+        where = self.spec.where(f"endpoints.{endpoint.name}.deployments.{deployment.name}.model")
+        version = ref.version
+        if ref.alias is not None:
+            aliases = self.actual.aliases.get(ref.name, {})
+            version = aliases.get(ref.alias)
+            if version is None:
+                known = ", ".join(f"@{a} → {ref.name}:{v}" for a, v in sorted(aliases.items())) or "none"
+                raise ReferenceNotFound(f"{where}: the registry has no alias '{ref.alias}' of model {ref.name} "
+                                        f"(its aliases: {known})")
+        elif version is None:
             return self.resolved[ref.name]
         registered = self.actual.models.get(ref.name)
-        if registered is None or ref.version not in registered.versions:
-            available = ", ".join(f"{ref.name}:{v}" for v in sorted(registered.versions)) if registered else "none"
-            where = self.spec.where(f"endpoints.{endpoint.name}.deployments.{deployment.name}.model")
-            raise ReferenceNotFound(f"{where}: model version {ref} is not registered (registered: {available}); "
-                                    f"use '{ref.name}' to deploy the content at its path")
-        return _Resolved(str(ref), ref.name, ref.version, registered.versions[ref.version], None)
+        if registered is None or version not in registered.versions:
+            available = ", ".join(f"{ref.name}:{v}" for v in sorted(registered.versions)) if registered else ""
+            hint = "" if ref.registry_only else f"; use '{ref.name}' to deploy the content at its path"
+            raise ReferenceNotFound(f"{where}: model version {ref.name}:{version} is not registered (registered: "
+                                    f"{available or 'none'}){hint}")
+        return _Resolved(f"{ref.name}:{version}", ref.name, version, registered.versions[version], None)
 
     # -- wave 2 ----------------------------------------------------------------------------
 
@@ -164,6 +173,8 @@ class _Planner:
         if not changed and not drift:
             return
         reasons = [f"{field} {have[field]} → {wanted[field]}" for field in changed if field != "settings"]
+        if "model" in changed and deployment.model.alias:
+            reasons[0] += f" ({deployment.model} moved)"
         if "settings" in changed:
             reasons.append("settings changed")
         if drift:

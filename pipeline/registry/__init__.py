@@ -15,7 +15,8 @@ from pipeline.registry.local import LocalRegistry
 
 __all__ = ["SUPPORTED", "LocalRegistry", "ModelSummary", "ModelVersion", "Registry", "open_registry"]
 
-SUPPORTED = "a folder path (the embedded registry, like .mlops/registry)"
+SUPPORTED = ("a folder path (the embedded registry, like .mlops/registry), or an MLflow tracking server: "
+             "{type: mlflow, tracking_uri: ${MLFLOW_TRACKING_URI}}")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 

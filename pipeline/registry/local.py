@@ -229,6 +229,9 @@ class LocalRegistry:
         self._db.execute("INSERT OR REPLACE INTO usage VALUES (?, ?, ?)", (user, name, version))
         crash_point("registry usage committed")
 
+    def aliases(self, name: str) -> Mapping[str, int]:
+        return {}  # versions here are named by number (and by content) only
+
     def users(self, name: str, version: int) -> list[str]:
         return [r[0] for r in self._db.execute(
             "SELECT deployment FROM usage WHERE name=? AND version=? ORDER BY deployment", (name, version))]

@@ -168,6 +168,9 @@ class InMemoryRegistry:
         with self._lock:
             self._usage[user] = (name, int(version))
 
+    def aliases(self, name: str) -> Mapping[str, int]:
+        return {}  # versions here are named by number (and by content) only
+
     def users(self, name: str, version: int) -> list[str]:
         with self._lock:
             return sorted(user for user, used in self._usage.items() if used == (name, version))

@@ -48,8 +48,8 @@ def check(source: Source, root: Path, accepted: Any) -> Found:
     registry = data.get("registry")
     if isinstance(registry, str) and "://" in registry:
         yield (source.at(("registry",)),
-               f"registry: '{registry}' is a URI; this version supports only the embedded registry "
-               "(a folder path such as .mlops/registry)")
+               f"registry: '{registry}' is a URI; a registry is the embedded registry's folder (like "
+               ".mlops/registry) or an MLflow tracking server: {type: mlflow, tracking_uri: ${MLFLOW_TRACKING_URI}}")
 
 
 def _names(source: Source, data: dict) -> Found:
@@ -90,7 +90,8 @@ def _references(source: Source, data: dict) -> Found:
             ref = deployment.get("model")
             if isinstance(ref, str):
                 try:
-                    model = ModelRef.parse(ref).name
+                    parsed = ModelRef.parse(ref)
+                    model = None if parsed.registry_only else parsed.name  # models:/ needs no declaration
                 except ValueError:
                     model = None  # the schema reports the format
                 if model and model not in models:

@@ -19,6 +19,7 @@ from pipeline.spec.model import (
     Model,
     ModelRef,
     Probe,
+    RegistryConfig,
     RequestSettings,
     Resources,
     Spec,
@@ -79,7 +80,7 @@ def _build(source: Source, root: Path, name: str) -> Spec:
         root=root.resolve(),
         file=name,
         version=data["version"],
-        registry=data.get("registry", DEFAULT_REGISTRY),
+        registry=_registry(data.get("registry", DEFAULT_REGISTRY)),
         prune=bool(data.get("prune", False)),
         models=models,
         environments=environments,
@@ -88,6 +89,12 @@ def _build(source: Source, root: Path, name: str) -> Spec:
         positions=positions,
         value_positions=values,
     )
+
+
+def _registry(raw: str | dict) -> RegistryConfig:
+    if isinstance(raw, str):
+        return RegistryConfig(path=raw)
+    return _fields(RegistryConfig, raw)
 
 
 def _endpoint(name: str, raw: dict) -> Endpoint:

@@ -19,25 +19,43 @@ from pipeline.spec.target_kinds import TARGET_KINDS, TargetKind
 TARGET_TYPES = tuple(TARGET_KINDS)
 AUTH_MODES = ("key", "none")
 
-_REF = re.compile(r"^(?P<name>[a-z0-9]([-a-z0-9]*[a-z0-9])?)(:(?P<version>[1-9][0-9]*))?$")
+_REF = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)(:(?P<version>[1-9][0-9]*))?$")
+# MLflow's URI forms: models:/NAME/VERSION and models:/NAME@ALIAS
+_REGISTRY_REF = re.compile(r"^models:/(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)"
+                           r"(/(?P<version>[1-9][0-9]*)|@(?P<alias>[A-Za-z0-9_-]+))$")
 
 
 @dataclass(frozen=True, order=True)
 class ModelRef:
-    """``name`` (the content at the model's path in this commit) or ``name:3`` (pinned version)."""
+    """Which model version a deployment serves.
+
+    ``name`` is the content at the model's path in this commit, ``name:3`` a pinned version of a
+    model of this file; ``models:/name/3`` and ``models:/name@alias`` name a version the registry
+    holds whether or not this file declares the model (as MLflow writes them), the alias resolved
+    when planning, so a moved alias shows as a change.
+    """
 
     name: str
     version: int | None = None
+    alias: str | None = None
+    registry_only: bool = False  # the models:/ form: the model need not be declared in this file
 
     @classmethod
     def parse(cls, text: str) -> ModelRef:
+        match = _REGISTRY_REF.match(text)
+        if match:
+            version = match.group("version")
+            return cls(match.group("name"), int(version) if version else None, match.group("alias"), True)
         match = _REF.match(text)
         if not match:
-            raise ValueError(f"{text!r} is not a model reference; expected NAME or NAME:VERSION")
+            raise ValueError(f"{text!r} is not a model reference; expected NAME, NAME:VERSION, "
+                             "models:/NAME/VERSION or models:/NAME@ALIAS")
         version = match.group("version")
         return cls(match.group("name"), int(version) if version else None)
 
     def __str__(self) -> str:
+        if self.registry_only:
+            return f"models:/{self.name}" + (f"@{self.alias}" if self.alias else f"/{self.version}")
         return self.name if self.version is None else f"{self.name}:{self.version}"
 
 
@@ -127,13 +145,28 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
+class RegistryConfig:
+    """Where model versions, the apply ledger and the apply lock live (``registry:``)."""
+
+    type: str = "local"  # "local": the embedded registry; "mlflow": a shared MLflow tracking server
+    path: str = ".mlops/registry"  # local: its folder, relative to mlops.yaml
+    tracking_uri: str | None = None  # mlflow: a ${VAR} reference, resolved when the registry is opened
+    experiment: str | None = None  # mlflow: records the applies; None: mlops/<repository>
+
+    @property
+    def shared(self) -> bool:
+        """Whether every clone and CI runner sees the same state (not this machine's folder)."""
+        return self.type != "local"
+
+
+@dataclass(frozen=True)
 class Spec:
     """The whole desired state of one repository."""
 
     root: Path  # the folder that holds mlops.yaml; every path is relative to it
     file: str  # the file name as the user gave it (for messages)
     version: int
-    registry: str
+    registry: RegistryConfig
     prune: bool
     models: Mapping[str, Model]
     environments: Mapping[str, Environment]
@@ -153,7 +186,15 @@ class Spec:
         return [d for e in self.endpoints.values() for d in e.deployments.values()]
 
     def registry_path(self) -> Path:
-        return (self.root / self.registry).resolve()
+        """The registry's folder on this machine: the embedded registry itself, or the local cache of
+        a shared one (verified downloads, file hashes) inside ``.mlops/``."""
+        if self.registry.shared:
+            return (self.root / ".mlops" / f"{self.registry.type}-cache").resolve()
+        return (self.root / self.registry.path).resolve()
+
+    def state_dir(self) -> Path:
+        """This machine's state: targets' records, journals, built environments, collected data."""
+        return self.registry_path().parent
 
     def project_id(self) -> str:
         """Who owns what a target creates: the repository folder and registry location, hashed.
@@ -163,6 +204,8 @@ class Spec:
         named targets on one engine never touch each other's objects.
         """
         identity = f"{self.root.resolve()}\0{self.registry_path()}"
+        if self.registry.shared:
+            identity += f"\0{self.registry.tracking_uri}"
         return hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 

@@ -22,7 +22,10 @@ _TYPE_NAMES = {"string": "a string", "integer": "an integer", "number": "a numbe
 
 # Wording for patterns, by the name of the field they constrain.
 _PATTERN_HINTS = {
-    "model": "a model reference NAME or NAME:VERSION (lowercase letters, digits and '-'; version 1 or more)",
+    "model": "a model reference NAME or NAME:VERSION (lowercase letters, digits and '-'; version 1 or more), "
+             "or models:/NAME/VERSION or models:/NAME@ALIAS",
+    "tracking_uri": "a reference to an environment variable like ${MLFLOW_TRACKING_URI} (the URL, which may "
+                    "carry credentials, is never written in the file)",
     "python": 'a Python version like "3.11" (quote it: YAML reads 3.10 as the number 3.1)',
     "memory": "a size like 512Mi or 2Gi",
 }
@@ -107,6 +110,8 @@ def _explain(error: ValidationError, source: Source) -> list[tuple[tuple[int, in
         # a misspelt key already gets "unknown key …; did you mean"; don't report it missing too
         missing = [k for k in error.validator_value if k not in value and k not in misspelt]
         return [(source.at(path, key=True), f"{where}: missing required key '{k}'") for k in missing]
+    if kind == "oneOf":
+        return _explain_alternatives(error, source)
     position = source.at(path)
     if kind == "enum":
         options = ", ".join(str(o) for o in error.validator_value)
@@ -134,3 +139,39 @@ def _explain(error: ValidationError, source: Source) -> list[tuple[tuple[int, in
     if kind == "minLength":
         return [(position, f"{where}: must not be empty")]
     return [(position, f"{where}: {error.message}")]
+
+
+def _explain_alternatives(error: ValidationError, source: Source) -> list[tuple[tuple[int, int], str]]:
+    """A value that fits none of several shapes: explain the shape its own ``type:`` key picks, or
+    say which kinds of value (and which ``type:`` values) are accepted."""
+    path, value = tuple(error.absolute_path), error.instance
+    branches: dict[Any, list[ValidationError]] = {}
+    for sub in error.context or []:
+        branches.setdefault(sub.relative_schema_path[0], []).append(sub)
+
+    def picked(errors: list[ValidationError]) -> bool:
+        return not any((e.validator == "type" and tuple(e.absolute_path) == path)
+                       or (e.validator == "const" and tuple(e.absolute_path) == path + ("type",)) for e in errors)
+
+    fitting = [errors for errors in branches.values() if picked(errors)]
+    if len(fitting) == 1:
+        return [item for sub in fitting[0] for item in _explain(sub, source)]
+    where = dotted(path)
+    kinds = [e.validator_value for e in error.context or [] if e.validator == "type" and tuple(e.absolute_path) == path]
+    consts = [_type_const(branch) for branch in error.validator_value if _type_const(branch) is not None]
+    if isinstance(value, dict) and "type" in value and consts:
+        return [(source.at(path + ("type",)), f"{where}.type: '{value['type']}' is not one of "
+                 f"{', '.join(map(str, consts))}{did_you_mean(str(value['type']), consts)}")]
+    wanted = " or ".join(dict.fromkeys(_TYPE_NAMES.get(k, k) for k in kinds if isinstance(k, str)))
+    if isinstance(value, dict) and consts:
+        wanted = f"a mapping with type: {' or '.join(map(str, consts))}"
+        return [(source.at(path, key=True), f"{where}: missing required key 'type' ({wanted})")]
+    return [(source.at(path), f"{where}: expected {wanted or 'another kind of value'}, got {_type_name(value)} "
+             f"{value!r}")]
+
+
+def _type_const(branch: dict[str, Any]) -> Any:
+    """The value a ``type:`` key must have in one alternative (following a local ``$ref``), or None."""
+    if "$ref" in branch:
+        branch = schema()["$defs"][branch["$ref"].rsplit("/", 1)[-1]]
+    return branch.get("properties", {}).get("type", {}).get("const")

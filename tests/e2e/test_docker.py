@@ -63,7 +63,7 @@ def containers(repo, **labels) -> list:
     from pipeline.spec.loader import load
 
     spec = load(repo.root / "mlops.yaml")
-    target = make_targets(spec, spec.registry_path().parent)["box"]
+    target = make_targets(spec, spec.state_dir())["box"]
     wanted = {"mlops.project": target.project, "mlops.target": "box", **{f"mlops.{k}": v for k, v in labels.items()}}
     return docker.from_env().containers.list(all=True, filters={"label": [f"{k}={v}" for k, v in wanted.items()]})
 

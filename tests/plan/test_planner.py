@@ -221,3 +221,50 @@ def test_kept_deployments_are_counted_in_the_summary(spec):
     plan = reconcile(spec, converged(spec, deployments=deployments))
     assert plan.counts()["kept"] == 1 and plan.summary().endswith("0 to destroy, 1 kept.")
     assert "**Plan: 0 to add, 0 to change, 0 to destroy, 1 kept.**" in render_markdown(plan)
+
+
+REGISTRY_REFS = """\
+version: 1
+targets:
+  local: {type: local}
+endpoints:
+  fraud:
+    target: local
+    traffic: {blue: 100}
+    deployments:
+      blue: {model: "models:/fraud@champion"}
+      green: {model: "models:/fraud/1"}
+"""
+
+
+@pytest.fixture
+def by_alias(tmp_path: Path):
+    path = tmp_path / "mlops.yaml"
+    path.write_text(REGISTRY_REFS)
+    return load(path)
+
+
+def test_registry_references_resolve_to_registered_versions_and_register_nothing(by_alias):
+    actual = Actual(models={"fraud": RegisteredModel("fraud", {1: D1, 2: D2})}, aliases={"fraud": {"champion": 2}})
+    plan = reconcile(by_alias, actual)
+    assert kinds(plan) == ["endpoint:fraud", "deploy:fraud/blue", "deploy:fraud/green", "traffic:fraud"]
+    models = {step.id: step.after["model"] for step in plan.steps if step.kind == "deploy"}
+    assert models == {"deploy:fraud/blue": "fraud:2", "deploy:fraud/green": "fraud:1"}
+
+
+def test_a_moved_alias_is_an_update_that_says_so(by_alias):
+    endpoint = ObservedEndpoint("fraud", "local", traffic={"blue": 100})
+    deployments = {k: observed(by_alias, k, "fraud:1") for k in ("fraud/blue", "fraud/green")}
+    actual = Actual(models={"fraud": RegisteredModel("fraud", {1: D1, 2: D2})}, aliases={"fraud": {"champion": 2}},
+                    endpoints={"fraud": endpoint}, deployments=deployments)
+    (step,) = reconcile(by_alias, actual).steps
+    assert step.id == "update:fraud/blue" and "fraud:1 → fraud:2 (models:/fraud@champion moved)" in step.reason
+    assert reconcile(by_alias, Actual(**{**actual.__dict__, "aliases": {"fraud": {"champion": 1}}})).steps == ()
+
+
+def test_a_missing_alias_or_version_names_its_place_and_what_exists(by_alias):
+    with pytest.raises(ReferenceNotFound, match=r"mlops.yaml:9:14: .*no alias 'champion'.*@prod → fraud:1"):
+        reconcile(by_alias, Actual(models={"fraud": RegisteredModel("fraud", {1: D1})}, aliases={"fraud": {"prod": 1}}))
+    with pytest.raises(ReferenceNotFound, match=r"mlops.yaml:9:14: model version fraud:1 is not registered "
+                                                r"\(registered: none\)$"):
+        reconcile(by_alias, Actual(models={"fraud": RegisteredModel("fraud", {})}, aliases={"fraud": {"champion": 1}}))

@@ -73,7 +73,7 @@ def test_defaults_are_applied(tmp_path):
     spec = load(write(tmp_path, SMALL))
     endpoint = spec.endpoints["web"]
     blue = endpoint.deployments["blue"]
-    assert spec.registry == ".mlops/registry" and spec.prune is False
+    assert (spec.registry.type, spec.registry.path) == ("local", ".mlops/registry") and spec.prune is False
     assert endpoint.auth_mode == "key"
     assert endpoint.traffic == {"blue": 100}  # a single deployment takes all traffic
     assert blue.model == ModelRef("iris", 3)
@@ -119,3 +119,37 @@ def test_validate_json_output(tmp_path):
     assert result.exit_code == 0
     assert json.loads(result.output) == {"valid": True, "models": 1, "environments": 0, "targets": 1,
                                          "endpoints": 1, "deployments": 1}
+
+
+SHARED = """\
+version: 1
+registry:
+  type: mlflow
+  tracking_uri: ${MLFLOW_TRACKING_URI}
+targets:
+  local: {type: local}
+endpoints:
+  web:
+    target: local
+    traffic: {blue: 50, green: 50}
+    deployments:
+      blue: {model: "models:/fraud/7"}
+      green: {model: "models:/Fraud.Detector@champion"}
+"""
+
+
+def test_a_shared_registry_and_registry_references_load(tmp_path: Path):
+    spec = load(write(tmp_path, SHARED))
+    assert (spec.registry.type, spec.registry.tracking_uri, spec.registry.shared) == \
+        ("mlflow", "${MLFLOW_TRACKING_URI}", True)
+    blue, green = (spec.endpoints["web"].deployments[d].model for d in ("blue", "green"))
+    assert blue == ModelRef("fraud", 7, None, True) and str(blue) == "models:/fraud/7"
+    assert green == ModelRef("Fraud.Detector", None, "champion", True)
+    assert str(green) == "models:/Fraud.Detector@champion"
+    # this machine's state of a shared registry lives in .mlops/ beside the file, not in a registry folder
+    assert spec.state_dir() == (tmp_path / ".mlops").resolve()
+
+
+def test_the_registry_mapping_form_of_the_embedded_registry(tmp_path: Path):
+    spec = load(write(tmp_path, "version: 1\nregistry: {type: local, path: state/models}\n"))
+    assert spec.registry_path() == (tmp_path / "state" / "models").resolve() and not spec.registry.shared

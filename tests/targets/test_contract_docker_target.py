@@ -36,7 +36,7 @@ def image(tmp_path_factory, docker_engine):
 
     base = os.environ.get("MLOPS_TEST_BASE_IMAGE", "python:3.11-slim")
     spec = docker_repository(tmp_path_factory.mktemp("image"), base)
-    builder = ImageBuilder(spec, spec.registry_path().parent, progress=lambda line: None)
+    builder = ImageBuilder(spec, spec.state_dir(), progress=lambda line: None)
     ref = image_ref(ENVIRONMENT, builder.context(ENVIRONMENT, base).digest())
     existed = builder.exists(ref)
     builder.build(ENVIRONMENT, BuildData(ENVIRONMENT, ref, "", "docker", repository=None, base_image=base))
@@ -52,8 +52,8 @@ def image(tmp_path_factory, docker_engine):
 def harness(tmp_path, image):
     base, ref = image
     spec = docker_repository(tmp_path, base)
-    target = make_targets(spec, spec.registry_path().parent)["under-test"]
-    registry = open_registry(spec.registry, root=spec.root)
+    target = make_targets(spec, spec.state_dir())["under-test"]
+    registry = open_registry(spec.registry.path, root=spec.root)
     harness = Harness(tmp_path, target, registry, image=ref)
     yield harness
     harness.cleanup()

@@ -20,8 +20,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def harness(tmp_path):
     spec = load(write_repository(tmp_path, "{type: local}"))
-    target = make_targets(spec, spec.registry_path().parent)["under-test"]
-    registry = open_registry(spec.registry, root=spec.root)
+    target = make_targets(spec, spec.state_dir())["under-test"]
+    registry = open_registry(spec.registry.path, root=spec.root)
     harness = Harness(tmp_path, target, registry)
     yield harness
     harness.cleanup()
