@@ -79,21 +79,34 @@ def _render(plan, fmt: str) -> str:
               help="Limit the plan to these endpoints or deployments (repeatable).")
 @click.option("--base", metavar="REF", help="Also show what this change does to mlops.yaml since REF "
               "(for a pull request: origin/main).")
+@click.option("--no-live", is_flag=True, help="With --base: review the mlops.yaml change alone, reading no "
+              "registry or target (a pull request from a fork has no credentials for them).")
 @pass_app
 def plan(app: App, out: Path | None, fmt: str, detailed_exitcode: bool, prune: bool | None,
-         targets: tuple[str, ...], base: str | None) -> None:
+         targets: tuple[str, ...], base: str | None, no_live: bool) -> None:
     """Show what apply would change: register → build → deploy/update → traffic → delete."""
-    result = deployer(app).plan(prune, targets)
+    if no_live and (base is None or out is not None or fmt == "json"):
+        raise MlopsError("--no-live shows only the review of the change since --base REF; it makes no plan to "
+                         "save (--out) or print as JSON")
+    result = None if no_live else deployer(app).plan(prune, targets)
     if base:
         from pipeline.gitops.review import base_section
 
         click.echo(base_section(app.spec().root, Path(app.file), base, app.spec(), markdown=fmt == "markdown"))
+    if result is None:
+        click.echo(NO_LIVE_PLAN)
+        return
     click.echo(_render(result, fmt))
     if out:
         out.write_text(result.to_json())
         click.echo(f"Saved the plan to {out}; apply it with: mlops apply {out}", err=True)
     if detailed_exitcode and result.has_changes:
         sys.exit(2)
+
+
+NO_LIVE_PLAN = ("\n**No live plan:** this run has no credentials for the registry and the targets (a pull request "
+                "from a fork gets no repository secrets), so what apply would change was not computed. The review "
+                "above covers the mlops.yaml change alone; the plan runs again with credentials on merge.\n")
 
 
 def _confirm(plan, yes: bool) -> None:

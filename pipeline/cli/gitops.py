@@ -31,6 +31,16 @@ def _walk(node, prefix: str = ""):
             yield f"{prefix}{item.name}", item
 
 
+VERSION_MARK = b"@MLOPS_VERSION@"
+
+
+def _pinned(text: bytes) -> bytes:
+    """Workflows install exactly the mlops that wrote them: a CI run never upgrades behind a review."""
+    from pipeline import __version__
+
+    return text.replace(VERSION_MARK, __version__.encode())
+
+
 @click.command()
 @click.argument("directory", default=".", type=click.Path(file_okay=False, path_type=Path))
 def init(directory: Path) -> None:
@@ -47,7 +57,7 @@ def init(directory: Path) -> None:
             click.echo(f"  skipped {name} (exists)")
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(item.read_bytes())
+        target.write_bytes(_pinned(item.read_bytes()))
         click.echo(f"  created {name}")
     gitignore = directory / ".gitignore"
     lines = gitignore.read_text().splitlines() if gitignore.exists() else []

@@ -42,9 +42,10 @@ def tracking_uri(spec: Spec) -> str:
 def make_registry(spec: Spec):
     """The registry ``registry:`` names: the embedded one, or an MLflow tracking server's."""
     if spec.registry.type == "mlflow":
+        uri = tracking_uri(spec)
         from pipeline.registry.mlflow import MlflowRegistry
 
-        return MlflowRegistry(tracking_uri(spec), spec.registry_path() / "materialized", project=shared_name(spec))
+        return MlflowRegistry(uri, spec.registry_path() / "materialized", project=shared_name(spec))
     from pipeline.registry import open_registry
 
     return open_registry(spec.registry.path, root=spec.root)
