@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pipeline.spec.model import ModelRef
+from pipeline.spec.model import ModelRef, cpu_cores
 from pipeline.spec.schema import did_you_mean, dotted
 from pipeline.spec.target_kinds import TARGET_KINDS
 from pipeline.spec.yamlsource import Source
@@ -45,6 +45,8 @@ def check(source: Source, root: Path, accepted: Any) -> Found:
     yield from _paths(source, data, root)
     yield from _environments(source, data)
     yield from _secrets(source, data)
+    yield from _routing(source, data)
+    yield from _scaling(source, data)
     registry = data.get("registry")
     if isinstance(registry, str) and "://" in registry:
         yield (source.at(("registry",)),
@@ -226,3 +228,81 @@ def _secrets(source: Source, data: dict) -> Found:
             yield (source.at(path),
                    f"{here}: '{key}' holds a secret, so its value must be an environment variable "
                    f"reference like ${{{key.upper()}}}, not a literal (resolved when applied, never printed)")
+
+
+def _routing(source: Source, data: dict) -> Found:
+    for name, target in _mapping(data.get("targets")).items():
+        target = _mapping(target)
+        kubernetes = target.get("type") == "kubernetes"
+        for field in ("routing", "gateway"):
+            if field in target and not kubernetes:
+                path = ("targets", name, field)
+                yield (source.at(path, key=True),
+                       f"{dotted(path)}: only a kubernetes target has '{field}' (this one is {target.get('type')})")
+        if kubernetes and "gateway" in target and target.get("routing", "router") == "router":
+            path = ("targets", name, "gateway")
+            yield (source.at(path, key=True),
+                   f"{dotted(path)}: is used only with 'routing: gateway' (this target uses the mlops router)")
+
+
+_MEMORY = re.compile(r"^(\d+)(Ki|Mi|Gi|k|m|g)?$")
+_UNITS = {None: 1, "k": 1000, "m": 1000**2, "g": 1000**3, "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}
+
+
+def _amount(field: str, value: Any) -> float | None:
+    """A comparable amount of a quantity the schema accepted, or None."""
+    if field == "cpu" and isinstance(value, int | float | str) and not isinstance(value, bool):
+        return cpu_cores(value)
+    match = _MEMORY.match(value) if field == "memory" and isinstance(value, str) else None
+    return int(match.group(1)) * _UNITS[match.group(2)] if match else None
+
+
+def _scaling(source: Source, data: dict) -> Found:
+    targets = _mapping(data.get("targets"))
+    for endpoint, spec in _mapping(data.get("endpoints")).items():
+        target_type = _mapping(targets.get(_mapping(spec).get("target"))).get("type")
+        for name, deployment in _mapping(_mapping(spec).get("deployments")).items():
+            base = ("endpoints", endpoint, "deployments", name)
+            deployment = _mapping(deployment)
+            resources = _mapping(deployment.get("resources"))
+            yield from _resources(source, base + ("resources",), resources)
+            scale = _mapping(deployment.get("scale_settings"))
+            path = base + ("scale_settings",)
+            kind = scale.get("type", "default")
+            if kind == "default":
+                for field in ("min_instances", "max_instances", "target_utilization_percentage"):
+                    if field in scale:
+                        yield (source.at(path + (field,), key=True),
+                               f"{dotted(path + (field,))}: applies only with 'type: target_utilization'")
+            if kind != "target_utilization":
+                continue
+            if target_type in ("local", "docker"):
+                yield (source.at(path + ("type",)),
+                       f"{dotted(path + ('type',))}: a {target_type} target cannot autoscale; use a kubernetes "
+                       "target or a fixed instance_count")
+            low, high = scale.get("min_instances", 1), scale.get("max_instances")
+            if isinstance(low, int) and isinstance(high, int) and low > high:
+                yield (source.at(path + ("min_instances",)),
+                       f"{dotted(path + ('min_instances',))}: {low} is more than max_instances ({high})")
+            if "cpu" not in resources and "cpu" not in _mapping(resources.get("requests")):
+                yield (source.at(path, key=True),
+                       f"{dotted(path)}: autoscaling on CPU use needs the CPU each instance requests; "
+                       "set resources.cpu or resources.requests.cpu")
+
+
+def _resources(source: Source, path: tuple, resources: dict) -> Found:
+    simple = [f for f in ("cpu", "memory") if f in resources]
+    split = [f for f in ("requests", "limits") if f in resources]
+    if simple and split:
+        where = path + (split[0],)
+        yield (source.at(where, key=True),
+               f"{dotted(where)}: give either {' and '.join(simple)} (both the request and the limit) or "
+               "requests and limits, not both")
+        return
+    requests, limits = _mapping(resources.get("requests")), _mapping(resources.get("limits"))
+    for field in ("cpu", "memory"):
+        wanted, most = _amount(field, requests.get(field)), _amount(field, limits.get(field))
+        if wanted is not None and most is not None and wanted > most:
+            where = path + ("requests", field)
+            yield (source.at(where),
+                   f"{dotted(where)}: {requests[field]} is more than the limit ({limits[field]})")

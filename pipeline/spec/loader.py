@@ -16,12 +16,15 @@ from pipeline.spec.model import (
     Deployment,
     Endpoint,
     Environment,
+    GatewayRef,
     Model,
     ModelRef,
     Probe,
     RegistryConfig,
     RequestSettings,
+    ResourceAmounts,
     Resources,
+    ScaleSettings,
     Spec,
     Target,
 )
@@ -71,7 +74,8 @@ def _build(source: Source, root: Path, name: str) -> Spec:
     models = {n: _fields(Model, m, name=n, tags=dict(m.get("tags", {})))
               for n, m in (data.get("models") or {}).items()}
     environments = {n: _fields(Environment, e, name=n) for n, e in (data.get("environments") or {}).items()}
-    targets = {n: _fields(Target, t, name=n, settings={k: str(v) for k, v in t.get("settings", {}).items()})
+    targets = {n: _fields(Target, t, name=n, settings={k: str(v) for k, v in t.get("settings", {}).items()},
+                          gateway=_fields(GatewayRef, t["gateway"]) if t.get("gateway") else None)
                for n, t in (data.get("targets") or {}).items()}
     endpoints = {n: _endpoint(n, e) for n, e in (data.get("endpoints") or {}).items()}
     values = {".".join(str(p) for p in path): where for path, where in source.values.items()}
@@ -127,8 +131,14 @@ def _deployment(endpoint: str, name: str, raw: dict) -> Deployment:
                         if collector is not None else DataCollector()),
         liveness_probe=_fields(Probe, raw.get("liveness_probe")),
         readiness_probe=_fields(Probe, raw.get("readiness_probe")),
-        resources=_fields(Resources, raw.get("resources")),
+        resources=_resources(raw.get("resources") or {}),
+        scale_settings=_fields(ScaleSettings, raw.get("scale_settings")),
     )
+
+
+def _resources(raw: dict) -> Resources:
+    return _fields(Resources, raw, requests=_fields(ResourceAmounts, raw.get("requests")),
+                   limits=_fields(ResourceAmounts, raw.get("limits")))
 
 
 def _text(value: Any) -> str:

@@ -18,6 +18,8 @@ from pipeline.spec.target_kinds import TARGET_KINDS, TargetKind
 
 TARGET_TYPES = tuple(TARGET_KINDS)
 AUTH_MODES = ("key", "none")
+ROUTING_MODES = ("router", "gateway")
+SCALE_TYPES = ("default", "target_utilization")
 
 _REF = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)(:(?P<version>[1-9][0-9]*))?$")
 # MLflow's URI forms: models:/NAME/VERSION and models:/NAME@ALIAS
@@ -80,6 +82,14 @@ class Environment:
 
 
 @dataclass(frozen=True)
+class GatewayRef:
+    """kubernetes: the Gateway API ``Gateway`` an endpoint's ``HTTPRoute`` attaches to."""
+
+    name: str
+    namespace: str | None = None  # None: the target's namespace
+
+
+@dataclass(frozen=True)
 class Target:
     name: str
     type: str
@@ -90,6 +100,8 @@ class Target:
     base_image: str | None = None  # default base image for environments built for this target
     port: int | None = None  # local, docker: the first port its endpoints' routers take on 127.0.0.1
     settings: Mapping[str, str] = field(default_factory=dict)  # may hold ${VAR} secrets
+    routing: str = "router"  # kubernetes: "router" (the mlops router in the cluster) or "gateway" (an HTTPRoute)
+    gateway: GatewayRef | None = None  # kubernetes, routing: gateway
 
     @property
     def kind(self) -> TargetKind:
@@ -109,9 +121,53 @@ class Probe:
 
 
 @dataclass(frozen=True)
+class ResourceAmounts:
+    """CPU and memory, as Kubernetes ``requests`` or ``limits`` give them."""
+
+    cpu: float | str | None = None  # cores (0.5) or millicores ("500m")
+    memory: str | None = None  # e.g. "512Mi", "1Gi"
+
+
+def cpu_cores(value: float | str) -> float:
+    """Cores from a number (0.5) or Kubernetes millicores ("500m"), as the schema admits them."""
+    if isinstance(value, str):
+        return int(value[:-1]) / 1000 if value.endswith("m") else float(value)
+    return float(value)
+
+
+@dataclass(frozen=True)
 class Resources:
+    """Per instance. The simple form (``cpu``, ``memory``) is both the request and the limit;
+    ``requests`` and ``limits`` say them apart (Kubernetes)."""
+
     cpu: float | None = None  # cores
     memory: str | None = None  # e.g. "512Mi", "1Gi"
+    requests: ResourceAmounts = ResourceAmounts()
+    limits: ResourceAmounts = ResourceAmounts()
+
+    @property
+    def effective_requests(self) -> ResourceAmounts:
+        return ResourceAmounts(self.requests.cpu if self.requests.cpu is not None else self.cpu,
+                               self.requests.memory or self.memory)
+
+    @property
+    def effective_limits(self) -> ResourceAmounts:
+        return ResourceAmounts(self.limits.cpu if self.limits.cpu is not None else self.cpu,
+                               self.limits.memory or self.memory)
+
+
+@dataclass(frozen=True)
+class ScaleSettings:
+    """Azure ML's scale settings: a fixed ``instance_count`` (default) or autoscaling on CPU."""
+
+    type: str = "default"  # default | target_utilization
+    min_instances: int = 1
+    max_instances: int = 1
+    target_utilization_percentage: int = 70
+
+    @property
+    def autoscaled(self) -> bool:
+        return self.type == "target_utilization"
 
 
 @dataclass(frozen=True)
@@ -127,6 +183,7 @@ class Deployment:
     liveness_probe: Probe = Probe()
     readiness_probe: Probe = Probe()
     resources: Resources = Resources()
+    scale_settings: ScaleSettings = ScaleSettings()
 
     @property
     def key(self) -> str:
@@ -217,6 +274,12 @@ def settings_digest(endpoint: Endpoint, deployment: Deployment) -> str:
     data = asdict(deployment)
     for key in ("name", "endpoint", "model", "environment"):
         data.pop(key)
+    # fields added later count only when set, so an unchanged file keeps its digest (no restart on upgrade)
+    if deployment.scale_settings == ScaleSettings():
+        data.pop("scale_settings")
+    for key in ("requests", "limits"):
+        if getattr(deployment.resources, key) == ResourceAmounts():
+            data["resources"].pop(key)
     data["auth_mode"] = endpoint.auth_mode
     text = json.dumps(data, sort_keys=True, default=str)
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -28,6 +28,9 @@ _PATTERN_HINTS = {
                     "carry credentials, is never written in the file)",
     "python": 'a Python version like "3.11" (quote it: YAML reads 3.10 as the number 3.1)',
     "memory": "a size like 512Mi or 2Gi",
+    "cpu": "a number of cores like 0.5 or millicores like \"500m\"",
+    "name": "a Kubernetes object name (lowercase letters, digits, '-' and '.')",
+    "namespace": "a Kubernetes namespace (a DNS-1123 label: lowercase letters, digits and '-')",
 }
 
 

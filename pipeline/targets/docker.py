@@ -28,6 +28,7 @@ from pathlib import Path
 
 from pipeline.errors import TargetError
 from pipeline.spec.model import Target as TargetSpec
+from pipeline.spec.model import cpu_cores
 from pipeline.targets.base import DeployRequest, server_config
 from pipeline.targets.health import free_port
 from pipeline.targets.routed import HOST, STOP_GRACE_SECONDS, RoutedTarget
@@ -174,7 +175,7 @@ class ContainerRunner:
                 "started": container.attrs.get("Created")}
 
     def _run(self, request: DeployRequest, instance: str, folder: Path, keys: Path, labels: dict, user: str):
-        resources = request.deployment.resources
+        limits = request.deployment.resources.effective_limits
         return self.client.containers.run(
             request.image, ["python", "-m", "pipeline.server", "--config", f"{CONFIG_IN_CONTAINER}/server.json"],
             name=f"mlops-{instance}", detach=True, network_mode="host", labels=labels, user=user,
@@ -184,8 +185,8 @@ class ContainerRunner:
                      str(request.model.path): {"bind": MODEL_IN_CONTAINER, "mode": "ro"},
                      str(self.target.data_dir): {"bind": DATA_IN_CONTAINER, "mode": "rw"}},
             restart_policy={"Name": "unless-stopped"},  # back after an engine or host restart
-            nano_cpus=int(resources.cpu * 1e9) if resources.cpu else None,
-            mem_limit=memory_bytes(resources.memory) if resources.memory else None)
+            nano_cpus=int(cpu_cores(limits.cpu) * 1e9) if limits.cpu is not None else None,
+            mem_limit=memory_bytes(limits.memory) if limits.memory else None)
 
     def stop(self, instances: list[dict], grace: float = STOP_GRACE_SECONDS) -> None:
         self._stop_containers([c for c in map(self._container, instances) if c is not None], grace)

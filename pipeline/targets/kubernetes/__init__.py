@@ -1,0 +1,1 @@
+"""The Kubernetes target: today only the pure rendering of its manifests (``manifests.py``)."""
