@@ -59,7 +59,9 @@ class Ledger:
             self._db.execute("ALTER TABLE entries ADD COLUMN endpoints TEXT NOT NULL DEFAULT '[]'")
 
     def record(self, *, commit: str | None, author: str | None, summary: str, outcome: str,
-               served: Mapping[str, Mapping[str, Any]], acted_on: tuple[str, ...] = ()) -> int:
+               served: Mapping[str, Mapping[str, Any]], acted_on: tuple[str, ...] = (),
+               plan_json: str | None = None) -> int:
+        """Append an entry; ``plan_json`` is accepted so callers treat every ledger alike (kept by MlflowLedger)."""
         cursor = self._db.execute(
             f"INSERT INTO entries ({_COLUMNS.removeprefix('id, ')}) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (datetime.now(UTC).isoformat(timespec="seconds"), commit, author, summary, outcome,
