@@ -21,7 +21,9 @@ EXTRA = 'pip install "mlops-pipeline[mlflow]"'
 RESERVED_PREFIX = "mlops--"
 # MLflow's client retries a refused connection for minutes by default; an apply should say at once.
 _CLIENT_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
+                    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+                    # MLflow 3 prints "View run … at: URL" on stdout when a run ends: not in mlops' output.
+                    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 
 
 class MlflowUnavailable(RegistryError):
