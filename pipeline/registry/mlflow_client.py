@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -24,6 +25,10 @@ _CLIENT_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST
                     "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
                     # MLflow 3 prints "View run … at: URL" on stdout when a run ends: not in mlops' output.
                     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+
+
+# "scheme://user:password@" inside a message MLflow or requests wrote (they repeat the URI they were given).
+_CREDENTIALS = re.compile(r"(?<=//)[^/@\s]+@")
 
 
 class MlflowUnavailable(RegistryError):
@@ -71,6 +76,7 @@ def translated(tracking_uri: str, what: str) -> Iterator[None]:
             raise  # a bug, not a server's answer
         code = error_code(error)
         where = redact(tracking_uri)
+        detail = _CREDENTIALS.sub("", str(error))[:300]
         if code == "RESOURCE_DOES_NOT_EXIST":
             raise ReferenceNotFound(f"{what}: not found in the MLflow registry at {where}") from error
         if code in ("PERMISSION_DENIED", "UNAUTHENTICATED"):
@@ -78,8 +84,8 @@ def translated(tracking_uri: str, what: str) -> Iterator[None]:
                                 "(set MLFLOW_TRACKING_TOKEN or MLFLOW_TRACKING_USERNAME/PASSWORD)") from error
         if code is None or code in ("INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED"):
             raise MlflowUnavailable(f"{what}: the MLflow server at {where} failed: "
-                                    f"{type(error).__name__}: {str(error)[:300]}") from error
-        raise RegistryError(f"{what}: MLflow at {where} refused it: {str(error)[:300]}") from error
+                                    f"{type(error).__name__}: {detail}") from error
+        raise RegistryError(f"{what}: MLflow at {where} refused it: {detail}") from error
 
 
 def _from_mlflow_or_network(error: BaseException) -> bool:
