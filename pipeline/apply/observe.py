@@ -27,16 +27,13 @@ def used_targets(spec: Spec) -> set[str]:
 
 def observe(spec: Spec, registry, targets: Mapping[str, Target], builder=None) -> Actual:
     """Read the registry, the model files in the working tree and every target in use."""
-    models, contents = {}, {}
-    for model in spec.models.values():
-        versions = registry.list_versions(model.name, include_archived=True)
-        models[model.name] = RegisteredModel(model.name, {v.version: v.digest for v in versions},
-                                             model.flavor)
-        contents[model.name] = working_tree_digest(spec.root / model.path, spec.registry_path()).digest
     references = [d.model for d in spec.deployments() if d.model.registry_only]
-    for name in sorted({ref.name for ref in references} - set(models)):  # held by the registry only
-        versions = registry.list_versions(name, include_archived=True)
-        models[name] = RegisteredModel(name, {v.version: v.digest for v in versions}, None)
+    held = registry.versions_by_name(set(spec.models) | {ref.name for ref in references})
+    models = {name: RegisteredModel(name, {v.version: v.digest for v in versions},
+                                    spec.models[name].flavor if name in spec.models else None)
+              for name, versions in held.items()}
+    contents = {model.name: working_tree_digest(spec.root / model.path, spec.registry_path()).digest
+                for model in spec.models.values()}
     aliases = {name: dict(registry.aliases(name)) for name in sorted({r.name for r in references if r.alias})}
     endpoints, deployments = {}, {}
     for name in sorted(used_targets(spec) & set(targets)):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -73,6 +73,11 @@ class Registry(Protocol):
     def add_usage(self, user: str, name: str, version: int) -> None: ...
 
     def users(self, name: str, version: int) -> list[str]: ...
+
+    def versions_by_name(self, names: Iterable[str]) -> dict[str, list[ModelVersion]]:
+        """Every version (archived too) of each model: what a plan reads, in as few requests as the backend
+        allows (``versions_of`` is the one-by-one form for backends that gain nothing from batching)."""
+        ...
 
     def aliases(self, name: str) -> Mapping[str, int]:
         """Named pointers to versions (``models:/NAME@ALIAS``); registries without them have none."""
@@ -141,3 +146,8 @@ def materialized(folder: Path, digest: str, fill: Callable[[Path], None]) -> Pat
         if temp.exists():
             remove_tree(temp)
     return folder
+
+
+def versions_of(registry: Registry, names: Iterable[str]) -> dict[str, list[ModelVersion]]:
+    """``versions_by_name`` one model at a time."""
+    return {name: registry.list_versions(name, include_archived=True) for name in sorted(set(names))}

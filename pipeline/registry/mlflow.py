@@ -21,7 +21,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ SIGNATURE, LINEAGE, ARCHIVED, SERVING = "mlops.signature", "mlops.lineage", "mlo
 TAG_LIMIT = 5000
 READY_TIMEOUT = 300.0
 _PAGE = 1000
+_NAMES_PER_SEARCH = 50  # models per "name IN (...)" search: short URLs, few requests
 _NOT_ALIAS = re.compile(r"[^\w-]+")
 
 
@@ -184,14 +185,39 @@ class MlflowRegistry:
         same = self._with_digest(name, digest)
         return self._record(same[0]) if same else None
 
+    def versions_by_name(self, names: Iterable[str]) -> dict[str, list[ModelVersion]]:
+        """Every version (archived too) of each model, in a few searches rather than one per model."""
+        wanted = sorted(set(names))
+        found: dict[str, list[ModelVersion]] = {name: [] for name in wanted}
+        for start in range(0, len(wanted), _NAMES_PER_SEARCH):
+            chunk = wanted[start:start + _NAMES_PER_SEARCH]
+            query = f"name IN ({', '.join(_quoted(name) for name in chunk)})"
+            token = None
+            while True:
+                page = self._call(f"listing the versions of {len(chunk)} models", "search_model_versions", query,
+                                  max_results=_PAGE, page_token=token)
+                for raw in page:
+                    found[raw.name].append(self._record(raw))
+                token = page.token
+                if not token:
+                    break
+        return {name: sorted(versions, key=lambda v: v.version) for name, versions in found.items()}
+
+    def aliases(self, name: str) -> dict[str, int]:
+        """The model's aliases (``models:/name@alias``) and the versions they point at; none if unknown."""
+        try:
+            model = self._call(f"reading the aliases of {name}", "get_registered_model", name)
+        except ReferenceNotFound:
+            return {}
+        return {alias: int(version) for alias, version in (model.aliases or {}).items()}
+
     def resolve_alias(self, name: str, alias: str) -> int:
         """The version ``models:/name@alias`` names."""
-        model = self._call(f"resolving {name}@{alias}", "get_registered_model", name)
-        aliases = dict(model.aliases or {})
+        aliases = self.aliases(name)
         if alias not in aliases:
             known = ", ".join(f"{name}@{a}" for a in sorted(aliases)) or f"'{name}' has no aliases"
             raise ReferenceNotFound(f"{name}@{alias} is not in the registry ({known})")
-        return int(aliases[alias])
+        return aliases[alias]
 
     # -- writing ---------------------------------------------------------------------------
 

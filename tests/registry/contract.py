@@ -121,3 +121,14 @@ class RegistryContract:
         (folder / "w").chmod(0o644)
         (folder / "w").write_text("edited")
         assert (registry.materialize("iris", 1) / "w").read_text() == "weights"
+
+    def test_versions_by_name_reads_many_models_at_once_archived_too(self, registry, tmp_path):
+        for value in ("1", "2"):
+            registry.register("iris", model(tmp_path / "a", w=value), flavor="sklearn")
+        registry.register("other", model(tmp_path / "b", w="1"), flavor="onnx")
+        registry.archive("iris", 1)
+        found = registry.versions_by_name(["iris", "other", "nothing"])
+        assert {name: [v.ref for v in versions] for name, versions in found.items()} == \
+            {"iris": ["iris:1", "iris:2"], "other": ["other:1"], "nothing": []}
+        assert found["iris"][0].archived and found["iris"][1].digest == registry.get("iris", 2).digest
+        assert registry.aliases("nothing") == {}
