@@ -1,12 +1,14 @@
 """How `mlops plan` scales: a generated repo with N models and N deployments, no-op and 1 % changed.
 
-    python bench/plan.py [--sizes 100 1000 10000]
+    python bench/plan.py [--sizes 100 1000 10000] [--mlflow 100]
 
 Times what a plan does for each size: load and validate mlops.yaml, read the registry and hash
 every model (warm hash cache: only stats), and reconcile. The deployments are taken as running
 as the file says (a target observing 10,000 live processes measures the target, not the plan;
 the local target's observe is one record read and one readiness request per instance).
-Prints one table; the per-deployment column shows whether growth is linear.
+Prints one table; the per-deployment column shows whether growth is linear. ``--mlflow N`` also
+starts a real ``mlflow server`` (SQLite store, served artifacts) on loopback and compares a no-op
+plan of N models against it with the embedded registry at the same size, side by side.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from pipeline.apply.observe import observe
 from pipeline.plan import reconcile
 from pipeline.registry import LocalRegistry
+from pipeline.registry.hashing import working_tree_digest
 from pipeline.spec.loader import load
 from pipeline.spec.model import settings_digest
 from pipeline.state import Actual, ObservedDeployment, ObservedEndpoint, RegisteredModel
@@ -47,7 +51,8 @@ def plan_once(root: Path, running: dict | None) -> tuple[float, object, dict]:
     registry = LocalRegistry(spec.registry_path())
     models = {m.name: RegisteredModel(m.name, {v.version: v.digest for v in registry.list_versions(m.name)})
               for m in spec.models.values()}
-    contents = {m.name: registry.digest(spec.root / m.path).digest for m in spec.models.values()}
+    contents = {m.name: working_tree_digest(spec.root / m.path, spec.registry_path()).digest
+                for m in spec.models.values()}
     if running is None:  # everything runs as the file says, at the registered versions
         running = {}
         endpoints = {}
@@ -63,9 +68,72 @@ def plan_once(root: Path, running: dict | None) -> tuple[float, object, dict]:
     return time.perf_counter() - started, plan, running
 
 
+def observe_plan(spec, registry) -> float:
+    """One no-op plan as `mlops plan` makes it: observe the registry and the tree, then reconcile."""
+    started = time.perf_counter()
+    actual = observe(spec, registry, {})
+    plan = reconcile(spec, actual)
+    elapsed = time.perf_counter() - started
+    assert not [s for s in plan.steps if s.kind == "register"], plan.summary()
+    return elapsed
+
+
+def compare_mlflow(size: int) -> None:
+    """A no-op plan against a real MLflow server and against the embedded registry, same N models."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from pipeline.registry.mlflow import MlflowRegistry
+
+    work = Path(tempfile.mkdtemp(prefix="mlops-bench-mlflow-"))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+                               f"sqlite:///{work}/mlflow.db", "--artifacts-destination", str(work / "artifacts"),
+                               "--serve-artifacts", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        import httpx
+
+        uri = f"http://127.0.0.1:{port}"
+        for _ in range(600):
+            try:
+                if httpx.get(f"{uri}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        root = work / "repo"
+        generate(root, size)
+        spec = load(root / "mlops.yaml")
+        local = LocalRegistry(spec.registry_path())
+        remote = MlflowRegistry(uri, work / "cache", project="bench")
+        started = time.perf_counter()
+        for model in spec.models.values():
+            local.register(model.name, spec.root / model.path, flavor=model.flavor)
+            remote.register(model.name, spec.root / model.path, flavor=model.flavor)
+        registering = time.perf_counter() - started
+        rounds = [(observe_plan(spec, local), observe_plan(spec, remote)) for _ in range(5)]
+        embedded = sorted(r[0] for r in rounds)[2]
+        shared = sorted(r[1] for r in rounds)[2]
+        print(f"\nNo-op plan of {size} models, observe + reconcile, median of 5 interleaved rounds "
+              f"(registering both took {registering:.1f} s):\n")
+        print("| registry | no-op plan (s) | ratio |")
+        print("|---|---:|---:|")
+        print(f"| embedded (SQLite) | {embedded:.3f} | 1.0× |")
+        print(f"| MLflow server on loopback | {shared:.3f} | {shared / embedded:.1f}× |")
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[100, 1000, 10000])
+    parser.add_argument("--mlflow", type=int, metavar="N", help="also compare N models on a real MLflow server")
     args = parser.parse_args()
     rows = []
     for size in args.sizes:
@@ -90,6 +158,8 @@ def main() -> None:
     print("|---:|---:|---:|---:|---|")
     for size, noop, changed, summary in rows:
         print(f"| {size:,} | {noop:.3f} | {noop / size * 1000:.3f} | {changed:.3f} | {summary} |")
+    if args.mlflow:
+        compare_mlflow(args.mlflow)
 
 
 if __name__ == "__main__":
