@@ -206,5 +206,7 @@ def test_a_model_logged_with_mlflow_deploys_by_version_and_by_alias(tmp_path, ml
         client(mlflow_server).set_registered_model_alias(model, "champion", "2")
         plan = runner.mlops("plan").stdout
         assert f"{model}:1 → {model}:2 (models:/{model}@champion moved)" in plan
+        runner.mlops("destroy", "--yes")
+        assert client(mlflow_server).get_registered_model(model).aliases == {"champion": "2"}  # only the user's
     finally:
         runner.mlops("destroy", "--yes", check=False)
