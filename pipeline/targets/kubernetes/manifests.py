@@ -55,7 +55,7 @@ _VAR = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 _MEMORY_UNITS = {"k": "k", "m": "M", "g": "G"}  # mlops (and Docker) read m as megabytes, Kubernetes as milli
 # the order objects are applied in: what is referenced exists before what references it
-_KIND_ORDER = ("Secret", "ConfigMap", "Service", "Deployment", "PodDisruptionBudget", "HorizontalPodAutoscaler",
+KIND_ORDER = ("Secret", "ConfigMap", "Service", "Deployment", "PodDisruptionBudget", "HorizontalPodAutoscaler",
                "HTTPRoute")
 
 
@@ -405,4 +405,4 @@ def render(spec: Spec, target: str, requests: Iterable[DeployRequest], *, spec_d
                               f"{item['metadata']['labels'].get('mlops.dev/endpoint')}); rename an endpoint or "
                               "deployment so that '<endpoint>-<deployment>' names stay apart")
         seen[key] = item
-    return sorted(objects, key=lambda o: (_KIND_ORDER.index(o["kind"]), o["metadata"]["name"]))
+    return sorted(objects, key=lambda o: (KIND_ORDER.index(o["kind"]), o["metadata"]["name"]))

@@ -283,7 +283,7 @@ def test_rendering_is_deterministic_and_ordered(tmp_path: Path):
     spec = example(tmp_path)
     first, second = rendered(spec), rendered(spec)
     assert json.dumps(first) == json.dumps(second)
-    order = [manifests._KIND_ORDER.index(kind) for kind, _ in kinds(first)]
+    order = [manifests.KIND_ORDER.index(kind) for kind, _ in kinds(first)]
     assert order == sorted(order)
     assert kinds(first)[:3] == [("Secret", "iris-blue-env"), ("Secret", "iris-keys"), ("ConfigMap", kinds(first)[2][1])]
 
