@@ -5,8 +5,8 @@ own pinned requirements and the source the scoring service and router run (``pip
 ``pipeline.server`` and the modules they import; no CLI, planner or executor). Its digest covers
 all of them, so the tag ``mlops-env-<name>:<12 hex>`` changes exactly when the image would; an unchanged
 environment is never rebuilt. Models are not baked in: targets mount the registry's verified,
-read-only copy, so a model-only change builds nothing. (A Kubernetes target will need a thin
-model layer on top instead.)
+read-only copy, so a model-only change builds nothing here; targets whose pods pull images
+(Kubernetes) get a thin model layer on top (``pipeline.builders.model_image``).
 
 The default base (no ``base_image``, no ``dockerfile``) is the local Debian base of
 ``pipeline.builders.base`` on a Debian/Ubuntu machine (no registry needed), else
@@ -45,6 +45,7 @@ IMAGE_PACKAGES = ("runtime", "server")  # what a scoring image runs; see _source
 LABEL_PREFIX = "mlops."
 PROJECT_LABEL = "mlops.project"
 ENVIRONMENT_LABEL = "mlops.environment"
+MODEL_LABEL = "mlops.model"  # model images (builders.model_image) inherit the environment label; not gc'd here
 _FROM = re.compile(r"^(\s*FROM\s+\S+)(\s+AS\s+(\S+))?\s*$", re.IGNORECASE)
 
 
@@ -350,20 +351,26 @@ class ImageBuilder:
             getattr(self.progress, "end", lambda: None)()
             remove_leftovers(client, context.project)
 
-    def push(self, ref: str) -> None:
-        """Push an image to its repository (targets such as kubernetes pull from there)."""
+    def push(self, ref: str, client=None) -> str:
+        """Push an image to its repository (targets such as kubernetes pull from there); returns the
+        manifest digest the registry reported (``sha256:...``)."""
         repository, _, tag = ref.rpartition(":")
+        digest = ""
         try:
-            for chunk in self.client.api.push(repository, tag=tag, stream=True, decode=True):
+            for chunk in (client or self.client).api.push(repository, tag=tag, stream=True, decode=True):
                 if "error" in chunk:
                     raise BuildError(f"pushing {ref} failed: {chunk['error'].strip()} (are you logged in to "
                                      "the image repository?)")
+                digest = (chunk.get("aux") or {}).get("Digest") or digest
                 if chunk.get("status"):
                     self.progress(f"{chunk['status']} {chunk.get('progress', '')}".rstrip())
         except BuildError:
             raise
         except Exception as error:
             raise BuildError(f"pushing {ref} failed: {error}") from None
+        if not digest:
+            raise BuildError(f"pushing {ref}: the image repository reported no digest")
+        return digest
 
 
 def collect_garbage(spec: Spec, client, serving_images: Iterable[str], keep: int = 2) -> list[str]:
@@ -374,7 +381,7 @@ def collect_garbage(spec: Spec, client, serving_images: Iterable[str], keep: int
     serving = set(serving_images)
     images = client.images.list(filters={"label": [f"{PROJECT_LABEL}={spec.project_id()}", ENVIRONMENT_LABEL]})
     by_environment: dict[str, list] = {}
-    for image in images:
+    for image in (i for i in images if MODEL_LABEL not in (i.labels or {})):
         by_environment.setdefault(image.labels.get(ENVIRONMENT_LABEL, ""), []).append(image)
     removed = []
     for found in by_environment.values():

@@ -72,8 +72,41 @@ def make_targets(spec: Spec, state_dir: Path) -> dict[str, Target]:
                                  f"supported by this version of mlops yet (use {' or '.join(supported())})")
             continue
         module, _, cls = adapter.partition(":")
-        targets[name] = getattr(importlib.import_module(module), cls)(target, state_dir, project=spec.project_id())
+        extra = _model_in_image(spec, state_dir, target) if target.kind.model_dir else {}
+        targets[name] = getattr(importlib.import_module(module), cls)(target, state_dir, project=spec.project_id(),
+                                                                      **extra)
     return targets
+
+
+def _model_in_image(spec: Spec, state_dir: Path, target) -> dict:
+    """What a target whose pods pull an image holding the model needs: the hook that builds and pushes
+    that image (lazily: no engine is contacted until a deploy), and the annotations of its objects."""
+    from pipeline.apply.observe import spec_digest
+    from pipeline.builders import ImageBuilder
+    from pipeline.builders.model_image import ModelImages, model_layer
+
+    images = ModelImages(ImageBuilder(spec, state_dir), target.image_repository or "", target.host,
+                         target.kind.model_dir)
+
+    def model_image(request) -> str:
+        if not request.image:
+            raise MlopsError(f"deployment {request.deployment.key}: no environment image to put the model on")
+        return images.build(request.image, model_layer(request.model))
+
+    path = spec.root / Path(spec.file).name
+    digest = spec_digest(spec, path) if path.is_file() else ""
+    return {"model_image": model_image, "spec_digest": digest, "commit": _commit(spec.root)}
+
+
+def _commit(root: Path) -> str:
+    """The commit the desired state comes from ('' outside git): cluster objects carry it."""
+    from pipeline.errors import GitError
+    from pipeline.gitops.lineage import read_lineage
+
+    try:
+        return read_lineage(root).commit or ""
+    except GitError:
+        return ""
 
 
 class Builders:

@@ -162,7 +162,7 @@ class _Planner:
             self.steps.append(Step(id=f"deploy:{key}", kind=StepKind.DEPLOY, action=Action.CREATE,
                                    address=f"deployment.{key}",
                                    reason=f"new deployment of {resolved.model}"
-                                   + self._runtime_note(endpoint, deployment),
+                                   + self._runtime_note(endpoint, deployment) + self._layer_note(endpoint, image),
                                    after=wanted, data=data,
                                    depends_on=depends))
             return
@@ -177,6 +177,8 @@ class _Planner:
             reasons[0] += f" ({deployment.model} moved)"
         if "settings" in changed:
             reasons.append("settings changed")
+        if {"model", "image"} & set(changed):
+            reasons[-1] += self._layer_note(endpoint, image)
         if drift:
             reasons.append(drift)
             changed.append("status")
@@ -191,6 +193,14 @@ class _Planner:
         if deployment.environment is None and not self.spec.targets[endpoint.target].kind.needs_environment:
             return " (no environment: it runs in the Python that runs mlops)"
         return ""
+
+    def _layer_note(self, endpoint: Endpoint, image: str | None) -> str:
+        """Say where the model goes on targets whose pods pull it inside their image: a thin layer, built
+        by the deploy step, so a model-only change builds no environment."""
+        model_dir = self.spec.targets[endpoint.target].kind.model_dir
+        if model_dir is None or image is None:
+            return ""
+        return f" (the model goes into a thin layer at {model_dir} on {image}, built and pushed by this step)"
 
     @staticmethod
     def _drift(observed: ObservedDeployment) -> str:

@@ -34,6 +34,9 @@ class TargetKind:
     needs_environment: bool  # every deployment must name an environment (it runs in an image)
     needs_image_repository: bool  # images are pushed to a repository the target pulls from
     keys: KeyStore
+    # where the model sits inside the image its pods pull (a thin layer on the environment image, built at
+    # deploy); None: the target mounts the registry's folder, and a model change builds nothing
+    model_dir: str | None = None
 
 
 TARGET_KINDS: dict[str, TargetKind] = {
@@ -41,8 +44,10 @@ TARGET_KINDS: dict[str, TargetKind] = {
                         needs_environment=False, needs_image_repository=False, keys=KeyStore.FILE),
     "docker": TargetKind("docker", "pipeline.targets.docker:DockerTarget", EnvironmentKind.IMAGE,
                          needs_environment=True, needs_image_repository=False, keys=KeyStore.FILE),
-    "kubernetes": TargetKind("kubernetes", None, EnvironmentKind.IMAGE,
-                             needs_environment=True, needs_image_repository=True, keys=KeyStore.SECRET),
+    "kubernetes": TargetKind("kubernetes", "pipeline.targets.kubernetes.adapter:KubernetesTarget",
+                             EnvironmentKind.IMAGE,
+                             needs_environment=True, needs_image_repository=True, keys=KeyStore.SECRET,
+                             model_dir="/var/lib/mlops/model"),
 }
 
 

@@ -117,8 +117,9 @@ class FakeClient:
 
 def test_push_sends_repository_and_tag_and_reports_refusals(spec, tmp_path):
     builder = ImageBuilder(spec, tmp_path)
-    builder._clients[None] = FakeClient([{"status": "Pushed"}])
-    builder.push("registry.example.com/ml/mlops-env-sk:0123456789ab")
+    digest = "sha256:" + "d" * 64
+    builder._clients[None] = FakeClient([{"status": "Pushed"}, {"aux": {"Tag": "0123456789ab", "Digest": digest}}])
+    assert builder.push("registry.example.com/ml/mlops-env-sk:0123456789ab") == digest
     assert builder.client.api.calls == [("registry.example.com/ml/mlops-env-sk", "0123456789ab")]
     builder._clients[None] = FakeClient([{"error": "denied: requested access to the resource is denied"}])
     with pytest.raises(BuildError, match="denied.*logged in"):

@@ -268,3 +268,64 @@ def test_a_missing_alias_or_version_names_its_place_and_what_exists(by_alias):
     with pytest.raises(ReferenceNotFound, match=r"mlops.yaml:9:14: model version fraud:1 is not registered "
                                                 r"\(registered: none\)$"):
         reconcile(by_alias, Actual(models={"fraud": RegisteredModel("fraud", {})}, aliases={"fraud": {"champion": 1}}))
+
+
+K8S_SPEC = """\
+version: 1
+models:
+  iris: {path: m, flavor: sklearn}
+environments:
+  sk: {python: "3.11"}
+targets:
+  cluster: {type: kubernetes, image_repository: registry.example.com/ml}
+endpoints:
+  web:
+    target: cluster
+    deployments:
+      blue: {model: iris, environment: sk}
+"""
+K8S_ENV = image_ref("sk", ENV, "registry.example.com/ml")
+
+
+@pytest.fixture
+def k8s_spec(tmp_path: Path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.skops").write_text("x")
+    (tmp_path / "mlops.yaml").write_text(K8S_SPEC)
+    return load(tmp_path / "mlops.yaml")
+
+
+def k8s_actual(spec, **overrides) -> Actual:
+    """Version 1 (D1) of iris serves on the cluster from the pushed environment image."""
+    endpoint = spec.endpoints["web"]
+    values = dict(
+        models={"iris": RegisteredModel("iris", {1: D1})}, model_contents={"iris": D1},
+        environment_digests={"kubernetes": {"sk": ENV}}, environment_refs={"cluster": {"sk": K8S_ENV}},
+        images=frozenset({K8S_ENV}), endpoints={"web": ObservedEndpoint("web", "cluster", traffic={"blue": 100})},
+        deployments={"web/blue": ObservedDeployment(
+            "web", "blue", "cluster", "iris:1", environment="sk", image=K8S_ENV, instance_count=1, ready_instances=1,
+            settings_digest=settings_digest(endpoint, endpoint.deployments["blue"]))})
+    values.update(overrides)
+    return Actual(**values)
+
+
+def test_kubernetes_deploys_register_build_deploy_with_model_layer_then_traffic(k8s_spec):
+    actual = Actual(model_contents={"iris": D1}, environment_digests={"kubernetes": {"sk": ENV}},
+                    environment_refs={"cluster": {"sk": K8S_ENV}})
+    plan = reconcile(k8s_spec, actual)
+    assert kinds(plan) == ["register:iris", f"build:{K8S_ENV}", "endpoint:web", "deploy:web/blue", "traffic:web"]
+    build, deploy = plan.steps[1], plan.steps[3]
+    assert build.data.repository == "registry.example.com/ml" and build.data.target_type == "kubernetes"
+    assert deploy.depends_on == ("register:iris", f"build:{K8S_ENV}", "endpoint:web")
+    assert deploy.after["image"] == K8S_ENV and deploy.data.image == K8S_ENV
+    assert "thin layer at /var/lib/mlops/model on " + K8S_ENV in deploy.reason
+
+
+def test_kubernetes_model_only_change_builds_no_environment(k8s_spec):
+    assert reconcile(k8s_spec, k8s_actual(k8s_spec)).steps == ()
+    plan = reconcile(k8s_spec, k8s_actual(k8s_spec, model_contents={"iris": D2}))
+    assert kinds(plan) == ["register:iris", "update:web/blue"]
+    update = plan.steps[1]
+    assert update.before == {"model": "iris:1"} and update.after == {"model": "iris:2"}
+    assert update.depends_on == ("register:iris",) and update.data.image == K8S_ENV
+    assert "thin layer" in update.reason and "build" not in {s.kind for s in plan.steps}

@@ -10,9 +10,10 @@ are retried with capped backoff; anything else stops at once with the API's mess
 it never completes (``ProgressDeadlineExceeded`` or the timeout) the previous spec is applied back,
 so the old pods keep serving, and ``HealthCheckFailed`` carries the failing pods' events and logs.
 
-Images: the pods run an image pinned by digest that holds the model at ``MODEL_DIR``. The builder
-does not produce such images yet; ``model_image(request)`` is the hook it will provide. Without
-one, the request's ``image`` must itself be pinned by digest and hold the model.
+Images: the pods run an image pinned by digest that holds the model at ``MODEL_DIR``: the
+``model_image(request)`` hook (``cli/wiring.py`` passes ``builders.model_image``) builds and pushes
+it on the request's environment image. Without one, the request's ``image`` must itself be pinned
+by digest and hold the model.
 """
 
 from __future__ import annotations
