@@ -61,6 +61,8 @@ def served(spec: Spec, targets: Mapping[str, Target]) -> dict[str, dict]:
             result[deployment.key] = {"target": name, "model": deployment.model, "image": deployment.image,
                                       "status": deployment.status, "traffic": live.get(deployment.name, 0),
                                       "mirror": mirror.get(deployment.name, 0)}
+            if deployment.detail.get("pinned_image"):  # what the pods pull (a model image by digest)
+                result[deployment.key]["pinned_image"] = deployment.detail["pinned_image"]
     return result
 
 

@@ -5,6 +5,10 @@ every step journaled, a saved plan applied only when it equals the plan made now
 told which versions serve (they cannot be deleted), every apply and destroy recorded in the
 ledger, and built environments nothing serves collected. It reports through a ``Reporter``
 (callbacks), so the CLI, a test or another front end decides what to show and whether to go on.
+
+Targets that other machines share (a cluster namespace) bring their own lock (``Target.lock``):
+an apply or destroy holds it beside the state lock, so two clones with separate state, or two
+projects in one namespace, never change it at once. The service only knows the protocol.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ from __future__ import annotations
 import json
 import shutil
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,14 +26,22 @@ from pipeline.apply.executor import Executor, Outcome
 from pipeline.apply.journal import Journal
 from pipeline.apply.observe import observe, record_usage, served, spec_digest, used_targets
 from pipeline.apply.state_store import LocalStateStore, StateStore
-from pipeline.errors import StalePlanError
+from pipeline.errors import LockError, StalePlanError
+from pipeline.lockinfo import describe_holder, mismatch_message
 from pipeline.plan import Plan, reconcile
 from pipeline.spec.model import Spec
-from pipeline.targets.base import Target
+from pipeline.targets.base import Target, TargetLock
 
 
 def _ignore(*args: Any) -> None:
     return None
+
+
+def _holder(lock: Any) -> dict | None:
+    try:
+        return lock.holder()
+    except LockError:
+        return None
 
 
 @dataclass
@@ -54,6 +67,60 @@ class Deployer:
         self.targets, self.builder, self.state_dir = targets, builder, state_dir
         self.lineage = lineage  # the commit and author of the desired state (read only when recorded)
         self.store = store or LocalStateStore(state_dir, spec.registry_path())  # the lock and the ledger
+
+    # -- locks -----------------------------------------------------------------------------
+
+    def _acting_on(self, targets: tuple[str, ...] = ()) -> list[str]:
+        """The targets an apply may change: those of the endpoints a ``--target`` filter names (all used
+        targets without a filter, or when it names an endpoint the file no longer has)."""
+        used = used_targets(self.spec) & set(self.targets)
+        named = {address.split("/", 1)[0] for address in targets}
+        if named and named <= set(self.spec.endpoints):
+            used &= {self.spec.endpoints[name].target for name in named}
+        return sorted(used)
+
+    def _target_locks(self, operation: str, notice: Callable[[str], None],
+                      targets: tuple[str, ...] = ()) -> list[TargetLock]:
+        """One lock per scope (targets in one namespace share a Lease), in a fixed order: two applies
+        wanting the same two never hold one each."""
+        locks: dict[str, TargetLock] = {}
+        for name in self._acting_on(targets):
+            lock = self.targets[name].lock(operation, notice)
+            if lock is not None:
+                locks.setdefault(lock.scope, lock)
+        return [locks[scope] for scope in sorted(locks)]
+
+    @contextmanager
+    def _locked(self, operation: str, timeout: float, notice: Callable[[str], None],
+                targets: tuple[str, ...] = ()) -> Iterator[None]:
+        """The state lock, then every target lock; all released at the end, whatever happens."""
+        with ExitStack() as held:
+            held.enter_context(self.store.lock(operation, notice=notice).acquire(timeout))
+            for lock in self._target_locks(operation, notice, targets):
+                held.enter_context(lock.acquire(timeout))
+            yield
+
+    def force_unlock(self, lock_id: str) -> tuple[str, dict]:
+        """Release the lock with this id wherever it is (the state lock, a target's lock); returns what
+        was released and its holder. Only the exact id releases anything."""
+        state = self.store.lock()
+        candidates: list[tuple[str, Any]] = [("the state lock", state)]
+        candidates += [(f"the lock of {lock.scope}", lock) for lock in self._target_locks("force-unlock", _ignore)]
+        problems = []
+        for what, lock in candidates:
+            try:
+                holder = lock.holder()
+            except LockError as error:
+                problems.append(str(error))
+                continue
+            if holder and holder.get("id") == lock_id:
+                return what, lock.force_unlock(lock_id)
+        held = [(what, holder) for what, lock in candidates if (holder := _holder(lock)) is not None]
+        if len(held) == 1:
+            raise LockError(f"{mismatch_message(lock_id, held[0][1])} ({held[0][0]})")
+        found = "; ".join(f"{what} by {describe_holder(holder)}" for what, holder in held)
+        raise LockError((f"lock id '{lock_id}' matches no holder: {found}" if held else "the state is not locked")
+                        + "".join(f"; {problem}" for problem in problems))
 
     # -- plan ------------------------------------------------------------------------------
 
@@ -82,7 +149,8 @@ class Deployer:
               report: Reporter | None = None) -> Applied:
         """Plan under the lock (or check a saved plan), then carry it out step by step."""
         report = report or Reporter()
-        with self.store.lock("apply", notice=report.notice).acquire(lock_timeout):
+        scope = saved.target_filter if saved is not None else targets
+        with self._locked("apply", lock_timeout, report.notice, scope):
             interrupted = Journal.interrupted(self.state_dir / "journal")  # under the lock: no apply runs now
             if interrupted:
                 report.notice(f"A previous apply ({interrupted['apply']}) was interrupted during "
@@ -129,7 +197,7 @@ class Deployer:
         report = report or Reporter()
         names = self.managed_endpoints()
         data = self.state_dir / "data"
-        with self.store.lock("destroy", notice=report.notice).acquire(lock_timeout):
+        with self._locked("destroy", lock_timeout, report.notice):
             for target, endpoint in names:
                 self.targets[target].delete_endpoint(endpoint)
                 report.notice(f"  - deleted endpoint {endpoint}")

@@ -45,7 +45,7 @@ IMAGE_PACKAGES = ("runtime", "server")  # what a scoring image runs; see _source
 LABEL_PREFIX = "mlops."
 PROJECT_LABEL = "mlops.project"
 ENVIRONMENT_LABEL = "mlops.environment"
-MODEL_LABEL = "mlops.model"  # model images (builders.model_image) inherit the environment label; not gc'd here
+MODEL_LABEL = "mlops.model"  # model images (builders.model_image) inherit the environment label
 _FROM = re.compile(r"^(\s*FROM\s+\S+)(\s+AS\s+(\S+))?\s*$", re.IGNORECASE)
 
 
@@ -374,25 +374,32 @@ class ImageBuilder:
 
 
 def collect_garbage(spec: Spec, client, serving_images: Iterable[str], keep: int = 2) -> list[str]:
-    """Remove this project's environment images that no deployment serves, keeping the newest ``keep``
-    per environment; returns the removed references. Other projects' images are never listed."""
+    """Remove this project's images that no deployment serves, keeping the newest ``keep`` per environment
+    (environment images) and per model (model images, ``builders.model_image``); returns the removed
+    references. An image serves when a deployment names it by tag, id or ``repository@digest``. Model
+    images go first, so the environment images under them can go in the same pass. Other projects'
+    images are never listed; the image repository keeps what was pushed (its own retention rules)."""
     import docker
 
     serving = set(serving_images)
     images = client.images.list(filters={"label": [f"{PROJECT_LABEL}={spec.project_id()}", ENVIRONMENT_LABEL]})
-    by_environment: dict[str, list] = {}
-    for image in (i for i in images if MODEL_LABEL not in (i.labels or {})):
-        by_environment.setdefault(image.labels.get(ENVIRONMENT_LABEL, ""), []).append(image)
+    groups: dict[tuple[int, str], list] = {}
+    for image in images:
+        labels = image.labels or {}
+        key = (0, labels[MODEL_LABEL]) if MODEL_LABEL in labels else (1, labels.get(ENVIRONMENT_LABEL, ""))
+        groups.setdefault(key, []).append(image)
     removed = []
-    for found in by_environment.values():
+    for key in sorted(groups):
+        found = groups[key]
         found.sort(key=lambda image: image.attrs.get("Created", ""), reverse=True)
         for image in found[keep:]:
-            if serving & set(image.tags) or image.id in serving:
+            names = set(image.tags or []) | set(image.attrs.get("RepoDigests") or []) | {image.id}
+            if serving & names:
                 continue
             try:
                 for tag in image.tags or [image.id]:
                     client.images.remove(tag)
                     removed.append(tag)
             except docker.errors.APIError:
-                continue  # a container still uses it (stopped by hand, or another target's)
+                continue  # a container still uses it (stopped by hand, or another target's), or a child image
     return removed

@@ -3,11 +3,13 @@
 Targets whose pods pull images (Kubernetes) cannot mount the registry's verified folder on this
 machine, so the model is baked in: ``FROM <environment image by digest>``, one ``COPY`` of the
 version's files to the target's model folder (owned by root, read-only), labels, nothing else. The
-tag ``<repository>/mlops-model-<model>:<version>-<12 hex model digest>-<12 hex environment image id>``
-names the content, so the same model on the same environment image is never built twice (the
-registry, then the engine, is asked first), and a model-only change builds only this layer on the
-environment image that already exists. The result is ``repository@sha256:<manifest digest>`` as the
-registry reports it: what the pods pull is exactly what was built.
+tag ``<repository>/mlops-model-<model>:<version>-<12 hex model digest>-<12 hex environment manifest>``
+names the content (the environment by the registry's manifest digest, which the ``FROM`` line pins), so
+the same model on the same environment image is never built twice (the registry, then the engine, is
+asked first), a model-only change builds only this layer on the environment image that already
+exists, and ``find`` names both images from the registry alone, building nothing (``mlops render``).
+The result is ``repository@sha256:<manifest digest>`` as the registry reports it: what the pods pull
+is exactly what was built.
 """
 
 from __future__ import annotations
@@ -42,10 +44,10 @@ def _hex12(digest: str) -> str:
     return digest.split(":", 1)[-1][:12]
 
 
-def model_image_ref(repository: str, model: str, version: int, model_digest: str, environment_id: str) -> str:
-    """``<repository>/mlops-model-<model>:<version>-<12 hex model>-<12 hex environment image id>``."""
+def model_image_ref(repository: str, model: str, version: int, model_digest: str, environment: str) -> str:
+    """``<repository>/mlops-model-<model>:<version>-<12 hex model>-<12 hex environment manifest digest>``."""
     name = _REPOSITORY_PART.sub("-", model.lower()).strip("-") or "model"
-    return f"{repository.rstrip('/')}/mlops-model-{name}:{version}-{_hex12(model_digest)}-{_hex12(environment_id)}"
+    return f"{repository.rstrip('/')}/mlops-model-{name}:{version}-{_hex12(model_digest)}-{_hex12(environment)}"
 
 
 def repository_of(ref: str) -> str:
@@ -111,8 +113,8 @@ class ModelImages:
                 return None
             raise BuildError(f"cannot ask the image repository about {ref}: {error.explanation or error}") from None
 
-    def environment(self, env_ref: str) -> tuple[str, str]:
-        """(the environment image by digest, its image id), pushing it when the registry lacks this build."""
+    def environment(self, env_ref: str) -> str:
+        """The environment image by its manifest digest, pushed when the registry lacks this build."""
         import docker
 
         client = self.client
@@ -128,13 +130,26 @@ class ModelImages:
         digest = self.registry_digest(env_ref)
         if digest is None or digest not in pushed:
             digest = self.images.push(env_ref, client=client)
-        return f"{repository}@{digest}", local.id
+        return f"{repository}@{digest}"
+
+    def find(self, env_ref: str, model: ModelLayer | None) -> tuple[str | None, str | None]:
+        """(the environment image, the model image), each by digest when the image repository already
+        holds it, else None; nothing is built, pushed or pulled. ``model`` None: not registered yet."""
+        digest = self.registry_digest(env_ref)
+        if digest is None:
+            return None, None
+        environment = f"{repository_of(env_ref)}@{digest}"
+        if model is None:
+            return environment, None
+        ref = model_image_ref(self.repository, model.name, model.version, model.digest, digest)
+        found = self.registry_digest(ref)
+        return environment, f"{repository_of(ref)}@{found}" if found else None
 
     def build(self, env_ref: str, model: ModelLayer) -> str:
         """The model image for ``model`` on ``env_ref``, built and pushed only when missing; returns
         ``repository@sha256:<manifest digest>``."""
-        base, environment_id = self.environment(env_ref)
-        ref = model_image_ref(self.repository, model.name, model.version, model.digest, environment_id)
+        base = self.environment(env_ref)
+        ref = model_image_ref(self.repository, model.name, model.version, model.digest, base.split("@", 1)[1])
         repository = repository_of(ref)
         digest = self.registry_digest(ref)
         if digest is None:

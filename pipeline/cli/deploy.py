@@ -261,9 +261,10 @@ def logs(app: App, address: str, lines: int) -> None:
 @click.argument("lock_id")
 @pass_app
 def force_unlock(app: App, lock_id: str) -> None:
-    """Release a state lock left by an apply that died; needs the lock's exact id."""
-    holder = app.state_store().lock().force_unlock(lock_id)
-    click.echo(f"Released the lock held by {holder.get('user')}@{holder.get('host')} pid {holder.get('pid')}.")
+    """Release a lock left by an apply that died (the state lock, or a target's such as a namespace's
+    Lease); needs the lock's exact id."""
+    what, holder = deployer(app).force_unlock(lock_id)
+    click.echo(f"Released {what} held by {holder.get('user')}@{holder.get('host')} pid {holder.get('pid')}.")
 
 
 COMMANDS = [plan, apply, status, destroy, logs, force_unlock]

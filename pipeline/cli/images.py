@@ -29,18 +29,19 @@ def base(host: str | None) -> None:
 
 @images.command()
 @click.option("--keep", default=2, show_default=True, type=click.IntRange(min=0),
-              help="How many of the newest images to keep per environment, served or not.")
+              help="How many of the newest images to keep per environment and per model, served or not.")
 @pass_app
 def gc(app: App, keep: int) -> None:
-    """Remove this project's environment images that no deployment serves (older than the newest --keep)."""
+    """Remove this project's environment and model images that no deployment serves (older than the newest --keep
+    per environment and per model)."""
     from pipeline.apply.observe import served
     from pipeline.builders import ImageBuilder, collect_garbage
     from pipeline.cli.wiring import make_targets
 
     spec = app.spec()
     builder = ImageBuilder(spec, app.state_dir())
-    serving = [state["image"] for state in served(spec, make_targets(spec, app.state_dir())).values()
-               if state.get("image")]
+    serving = [state[key] for state in served(spec, make_targets(spec, app.state_dir())).values()
+               for key in ("image", "pinned_image") if state.get(key)]
     removed = []
     for host in builder.hosts():
         removed += collect_garbage(spec, builder.client_for(host), serving, keep)

@@ -1,8 +1,9 @@
 """``mlops render TARGET``: the Kubernetes objects ``mlops apply`` would send, for Argo CD or Flux.
 
 Works without a cluster: models come from the registry (or the working tree, when not registered
-yet), images from the builder's naming. Secret values are never rendered: the Secrets come out
-empty and say where their values come from.
+yet); images are pinned by the digests the image repository holds for the environment image and
+the model image (``ModelImages.find``: asked, never built), else by a placeholder digest with a note.
+Secret values are never rendered: the Secrets come out empty and say where their values come from.
 """
 
 from __future__ import annotations
@@ -42,27 +43,37 @@ def _model(app: App, deployment, notes: list[str]):
     return ResolvedModel(ref.name, version, record.digest, record.flavor, Path("/var/lib/mlops/model"))
 
 
-def _pinned(ref: str, target, notes: list[str]) -> str:
-    """The image by digest: from the engine when it holds the pushed image, else a placeholder digest."""
-    try:
-        from pipeline.builders import connect
+PLACEHOLDER = "@sha256:" + "0" * 64
 
-        digests = connect(target.host).images.get(ref).attrs.get("RepoDigests") or []
-        repository = ref.rsplit(":", 1)[0]
-        found = next((d for d in digests if d.startswith(repository + "@")), None)
-        if found:
-            return found
-    except Exception:  # no engine, or the image is not built: say so below
-        pass
-    notes.append(f"image {ref} is not built and pushed yet: rendered with a placeholder digest (sha256:0…); "
-                 "mlops apply builds and pushes it and pins the real digest")
-    return f"{ref}@sha256:{'0' * 64}"
+
+def _images(images, env_ref: str, model, notes: list[str]) -> tuple[str, str]:
+    """(the pods' image: the model image, the router's: the environment image), by their real digests when
+    the image repository holds them (asked, never built or pulled), else placeholders and a note."""
+    from pipeline.builders.model_image import model_image_ref, model_layer, repository_of
+
+    try:
+        environment, pinned = images.find(env_ref, model_layer(model) if model.version else None)
+    except Exception as error:  # no engine, or the repository cannot be asked: say so below
+        environment = pinned = None
+        notes.append(f"cannot ask the image repository about {env_ref} ({error})")
+    placeholder = repository_of(model_image_ref(images.repository, model.name, model.version, model.digest, "")) \
+        + PLACEHOLDER
+    if environment is None:
+        notes.append(f"image {env_ref} is not built and pushed yet: rendered with a placeholder digest (sha256:0…); "
+                     "mlops apply builds and pushes it and pins the real digest")
+        return placeholder, env_ref + PLACEHOLDER
+    if pinned is None:
+        notes.append(f"the model image of {model.name}:{model.version} on {env_ref} is not built and pushed yet: "
+                     "rendered with a placeholder digest (sha256:0…); mlops apply builds it and pins the real digest")
+        return placeholder, environment
+    return pinned, environment
 
 
 def target_objects(app: App, name: str, notes: list[str]) -> list[dict]:
-
+    """Every object apply would send to the target, in apply order."""
     from pipeline.apply.executor import Executor
     from pipeline.builders import ImageBuilder, image_ref
+    from pipeline.builders.model_image import ModelImages
     from pipeline.spec.model import settings_digest
     from pipeline.targets.base import DeployRequest
     from pipeline.targets.kubernetes import adapter, manifests
@@ -72,25 +83,29 @@ def target_objects(app: App, name: str, notes: list[str]) -> list[dict]:
     if target is None or target.type != "kubernetes":
         raise MlopsError(f"{spec.file}: no kubernetes target named '{name}'")
     builder = ImageBuilder(spec, app.state_dir())
+    images = ModelImages(builder, target.image_repository or "", target.host, target.kind.model_dir or "")
     meta = manifests.Meta(spec.project_id(), target.namespace or "default", target.routing, target.gateway, "", "")
     baselines = Executor(spec, None, {}, None, None, lambda *a: None)  # type: ignore[arg-type]
     objects: list[dict] = []
-    images: dict[str, str] = {}
+    found: dict[tuple[str, str, str], tuple[str, str]] = {}
     for endpoint in (e for e in spec.endpoints.values() if e.target == name):
         router_image = None
         for deployment in endpoint.deployments.values():
             environment = deployment.environment or ""
             ref = image_ref(environment, builder.context(environment, target.base_image).digest(),
                             target.image_repository)
-            if ref not in images:
-                images[ref] = _pinned(ref, target, notes)
-            request = DeployRequest(endpoint, deployment, _model(app, deployment, notes), image=ref,
+            model = _model(app, deployment, notes)
+            key = (ref, model.ref, model.digest)
+            if key not in found:
+                found[key] = _images(images, ref, model, notes)
+            pinned, router = found[key]
+            request = DeployRequest(endpoint, deployment, model, image=ref,
                                     settings_digest=settings_digest(endpoint, deployment),
                                     baseline=baselines._baseline_in_model(deployment.model.name))
-            objects += adapter.target_objects(request, meta, images[ref])
-            router_image = router_image or images[ref]
+            objects += adapter.target_objects(request, meta, pinned)
+            router_image = router_image or router
         if target.routing == "router" and router_image is None:
-            router_image = f"mlops-router@sha256:{'0' * 64}"
+            router_image = "mlops-router" + PLACEHOLDER
         # traffic as declared: a repository rendered for GitOps is the desired state
         objects += manifests.endpoint_manifests(endpoint, meta, None, router_image)
     return sorted(objects, key=lambda o: (manifests.KIND_ORDER.index(o["kind"]), o["metadata"]["name"]))

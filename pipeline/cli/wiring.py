@@ -135,8 +135,9 @@ class Builders:
         return builder.build(environment, data)
 
     def collect_garbage(self, spec: Spec, serving: dict[str, dict], keep: int = 2) -> list[str]:
-        """Remove built environments nothing serves (images: all but the newest ``keep`` per environment)."""
-        in_use = {state["image"] for state in serving.values() if state.get("image")}
+        """Remove built environments and model images nothing serves (images: all but the newest ``keep`` per
+        environment and per model)."""
+        in_use = {state[key] for state in serving.values() for key in ("image", "pinned_image") if state.get(key)}
         removed = []
         if self.venvs is not None:
             removed += self.venvs.collect_garbage(in_use)

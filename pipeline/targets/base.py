@@ -8,10 +8,10 @@ still serving), switch the endpoint's router, then stop the old ones.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, Self
 
 from pipeline.spec.model import Deployment, Endpoint
 from pipeline.state import ObservedDeployment, ObservedEndpoint
@@ -46,10 +46,35 @@ class DeployRequest:
     baseline: str | None = None  # the model's baseline CSV, relative to its folder (its header names the columns)
 
 
+class TargetLock(Protocol):
+    """A lock that lives where the target runs (a cluster's Lease), so applies from other machines and
+    other state stores wait too; the same contract as ``pipeline.apply.lock.Lock``."""
+
+    id: str | None
+    scope: str  # what it guards (targets sharing a scope share one lock: it is taken once)
+
+    def acquire(self, timeout: float = 30.0) -> Self: ...
+
+    def release(self) -> None: ...
+
+    def holder(self) -> dict | None: ...
+
+    def force_unlock(self, lock_id: str) -> dict: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
 class Target(Protocol):
     """One deployment target named in mlops.yaml."""
 
     name: str
+
+    def lock(self, operation: str, notice: Callable[[str], None] | None = None) -> TargetLock | None:
+        """The target's own lock, held (and kept alive) for a whole apply or destroy; None: the state
+        lock is enough (the target lives on this machine, or in no place others share)."""
+        ...
 
     def observe(self) -> tuple[list[ObservedEndpoint], list[ObservedDeployment]]:
         """Endpoints and deployments that mlops manages on this target, as they are now."""

@@ -22,14 +22,14 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 from pipeline.errors import HealthCheckFailed, TargetError
 from pipeline.keys import KEY_NAMES
 from pipeline.spec.model import Endpoint
 from pipeline.state import DEGRADED, RUNNING, STOPPED, ObservedDeployment, ObservedEndpoint
-from pipeline.targets.base import DeployRequest
+from pipeline.targets.base import DeployRequest, TargetLock
 
 
 def _now() -> str:
@@ -51,6 +51,10 @@ class FakeTarget:
         self._failing: dict[tuple[str, str], str] = {}
         self._logs: dict[tuple[str, str], list[str]] = {}
         self._lock = threading.RLock()
+
+    def lock(self, operation: str, notice: Callable[[str], None] | None = None) -> TargetLock | None:
+        """None: memory needs no lock of its own (tests give a subclass a Lease to test one)."""
+        return None
 
     # -- steering (tests) ------------------------------------------------------------------
 

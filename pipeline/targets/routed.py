@@ -175,6 +175,10 @@ class RoutedTarget:
         self._http = httpx.Client(timeout=1.0)
         self.runner = runner(self)
 
+    def lock(self, operation: str, notice: Callable[[str], None] | None = None) -> None:
+        """None: this machine's records are guarded by the state lock."""
+        return None
+
     def _stop_instances(self, instances: list[dict], grace: float = STOP_GRACE_SECONDS) -> None:
         self.runner.stop(instances, grace)
         if instances:

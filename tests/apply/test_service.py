@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -139,3 +141,87 @@ def test_a_transient_target_failure_is_retried_and_reported(deployer, monkeypatc
                                              retries.append((step.id, detail))))
     assert applied.outcome.error is None and served_model(deployer) == "iris:1"
     assert retries and retries[0][0] == "deploy:web/blue" and "engine busy" in retries[0][1]
+
+
+# -- a target's own lock (a namespace's Lease) -------------------------------------------------
+
+
+class LeasedTarget(FakeTarget):
+    """A fake target in a shared place: its lock is a real Lease on an in-memory cluster."""
+
+    def __init__(self, name: str, cluster):
+        super().__init__(name)
+        self.cluster = cluster
+
+    def lock(self, operation, notice=None):
+        from pipeline.targets.kubernetes.lease import LeaseLock
+
+        return LeaseLock(self.cluster, operation=operation, notice=notice, sleep=lambda s: time.sleep(0.01),
+                         scope=f"namespace {self.cluster.namespace}")
+
+
+def leased(tmp_path: Path, cluster, folder: str) -> Deployer:
+    """A clone of the project with its own state folder (so its own state lock) on the shared cluster."""
+    root = tmp_path / folder
+    shutil.copytree(REPO / "models" / "iris", root / "models" / "iris")
+    (root / "mlops.yaml").write_text(SPEC)
+    spec = load(root / "mlops.yaml")
+    return Deployer(spec, root / "mlops.yaml", InMemoryRegistry(), {"local": LeasedTarget("local", cluster)}, None,
+                    root / ".mlops")
+
+
+def test_an_apply_holds_the_targets_lock_throughout_and_releases_it(tmp_path):
+    from tests.targets.kubernetes.fake_cluster import FakeCluster
+
+    cluster = FakeCluster()
+    service = leased(tmp_path, cluster, "one")
+    seen = []
+    service.apply(report=Reporter(progress=lambda step, status, detail: seen.append(
+        cluster.objects.get(("Lease", "mlops-apply"), {}).get("spec", {}).get("holderIdentity"))))
+    assert seen and all(seen) and len(set(seen)) == 1  # one holder from the first step to the last
+    assert ("Lease", "mlops-apply") not in cluster.objects
+    service.destroy()
+    assert [c for c in cluster.calls if c[1] == "Lease"][-1][0] == "delete"
+
+
+def test_a_second_apply_against_the_same_namespace_fails_naming_the_holder(tmp_path):
+    from tests.targets.kubernetes.fake_cluster import FakeCluster
+
+    cluster = FakeCluster()
+    first, second = leased(tmp_path, cluster, "one"), leased(tmp_path, cluster, "two")
+    started, finish = threading.Event(), threading.Event()
+
+    def slow(step, status, detail):
+        if status == "start" and step.kind == "deploy":
+            started.set()
+            finish.wait(10)
+
+    runner = threading.Thread(target=lambda: first.apply(report=Reporter(progress=slow)))
+    runner.start()
+    try:
+        assert started.wait(10)
+        holder = cluster.objects[("Lease", "mlops-apply")]["spec"]["holderIdentity"]
+        with pytest.raises(LockError, match=rf"namespace ml is locked by apply by .*lock id {holder}"):
+            second.apply(lock_timeout=0.05)
+        assert second.targets["local"].observe() == ([], [])  # nothing was planned or changed
+        assert not StateLock(second.state_dir).holder()  # its state lock was given back
+    finally:
+        finish.set()
+        runner.join()
+    assert second.apply(lock_timeout=1).outcome is not None  # once released, it runs
+
+
+def test_force_unlock_finds_the_lease_by_its_id(tmp_path):
+    from pipeline.targets.kubernetes.lease import LeaseLock
+    from tests.targets.kubernetes.fake_cluster import FakeCluster
+
+    cluster = FakeCluster()
+    service = leased(tmp_path, cluster, "one")
+    dead = LeaseLock(cluster, duration=3600).acquire()  # an apply that died holding it
+    with pytest.raises(LockError, match="does not match"):
+        service.force_unlock("wrong")
+    what, holder = service.force_unlock(str(dead.id))
+    assert what == "the lock of namespace ml" and holder["id"] == dead.id
+    assert ("Lease", "mlops-apply") not in cluster.objects
+    with pytest.raises(LockError, match="not locked"):
+        service.force_unlock(str(dead.id))

@@ -199,3 +199,24 @@ def test_the_image_ships_the_scoring_service_and_router_only(spec, tmp_path):
                             env={**os.environ, "PYTHONPATH": str(source)}, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(source / "pipeline" / "__init__.py")
+
+
+class FakeModelImage(FakeImage):
+    """A model image: the environment label inherited from its base, its model, the digest it was pushed as."""
+
+    def __init__(self, tag, model, created):
+        super().__init__(tag, "sk", created)
+        self.labels = {**self.labels, "mlops.model": model}
+        self.attrs["RepoDigests"] = [tag.rsplit(":", 1)[0] + "@sha256:" + tag.rsplit(":", 1)[1] * 8]
+
+
+def test_gc_keeps_the_newest_and_served_model_images_per_model_and_removes_them_first(spec):
+    repo = "registry.example.com/ml/"
+    models = [FakeModelImage(f"{repo}mlops-model-iris:{n}", "iris", f"2026-02-0{n}") for n in range(1, 5)]
+    others = [FakeModelImage(f"{repo}mlops-model-wine:{n}", "wine", f"2026-02-0{n}") for n in range(1, 3)]
+    environments = [FakeImage(f"mlops-env-sk:{n}", "sk", f"2026-01-0{n}") for n in range(1, 4)]
+    images = FakeImages(environments + models + others)
+    client = type("Client", (), {"images": images})()
+    pulled = models[0].attrs["RepoDigests"][0]  # what a cluster's pods pull: by digest, not by tag
+    removed = collect_garbage(spec, client, serving_images=[pulled], keep=2)
+    assert removed == [f"{repo}mlops-model-iris:2", "mlops-env-sk:1"]  # wine keeps its newest two

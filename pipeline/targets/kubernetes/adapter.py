@@ -34,6 +34,7 @@ from pipeline.state import DEGRADED, RUNNING, STOPPED, Health, ObservedDeploymen
 from pipeline.targets.base import DeployRequest
 from pipeline.targets.kubernetes import manifests
 from pipeline.targets.kubernetes.client import FIELD_MANAGER, ApiError, Cluster, KubeClient
+from pipeline.targets.kubernetes.lease import LeaseLock
 from pipeline.targets.kubernetes.manifests import KEYS_FILE, PORT, ROUTER_CONFIG, Meta, label_value, object_name
 from pipeline.targets.routed import default_project
 
@@ -83,6 +84,12 @@ def _conflict_managers(message: str) -> list[str]:
     return found
 
 
+def _pod_image(spec: dict) -> str | None:
+    """The image the pods pull (the model image by digest): what garbage collection must keep."""
+    containers = (((spec.get("template") or {}).get("spec") or {}).get("containers")) or [{}]
+    return containers[0].get("image")
+
+
 class KubernetesTarget:
     """Deployments as Deployments, Services and friends in one namespace (``type: kubernetes``)."""
 
@@ -100,6 +107,11 @@ class KubernetesTarget:
         self.rollout_timeout = rollout_timeout
         self.sleep, self.clock = sleep, clock
         self._endpoints: dict[str, Endpoint] = {}  # as last ensured: set_traffic renders from them
+
+    def lock(self, operation: str, notice: Callable[[str], None] | None = None) -> LeaseLock:
+        """The namespace's Lease: applies from any machine or state store wait for each other here."""
+        return LeaseLock(self.client, operation=operation, notice=notice,
+                         scope=f"kubernetes {self.spec.context or '(current context)'} namespace {self.namespace}")
 
     # -- API calls -------------------------------------------------------------------------
 
@@ -409,7 +421,7 @@ class KubernetesTarget:
             target=self.name, model=model, environment=annotations.get(ENVIRONMENT) or None,
             image=annotations.get(IMAGE), instance_count=count, ready_instances=ready, settings_digest=settings,
             status=health, detail={"deployment": metadata.get("name"), "namespace": self.namespace,
-                                   "editors": editors})
+                                   "editors": editors, "pinned_image": _pod_image(spec)})
 
     @staticmethod
     def _template_editors(found: dict) -> list[str]:

@@ -6,12 +6,15 @@ creating the Lease is atomic (409 when it exists), a takeover replaces it guarde
 pid, id, CI run: ``holder_info``) sit in an annotation, its id in ``holderIdentity``. A Lease not
 renewed within ``leaseDurationSeconds`` is expired and taken over with a notice (its holder may run on
 another machine, so expiry replaces the pid check); ``mlops force-unlock ID`` releases it at once.
-Messages are the shared ones of ``pipeline.apply.lock``.
+Held as a context manager (as an apply holds it), a thread renews it every third of its duration, so
+a long apply keeps it and a killed one loses it within ``leaseDurationSeconds``. Messages are the
+shared ones of ``pipeline.apply.lock``.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -41,11 +44,16 @@ class LeaseLock:
     def __init__(self, client: Cluster, name: str = DEFAULT_NAME, operation: str = "apply",
                  duration: int = 60, notice: Callable[[str], None] | None = None,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, scope: str | None = None,
+                 renew_every: float | None = None):
         self.client, self.name, self.operation, self.duration = client, name, operation, duration
         self.notice = notice or (lambda message: None)
         self.now, self.sleep = now, sleep
         self.id: str | None = None
+        self.scope = scope or f"{self.what}/{name}"  # targets in one namespace share this Lease
+        self.renew_every = renew_every if renew_every is not None else duration / 3
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
 
     @property
     def what(self) -> str:
@@ -143,8 +151,39 @@ class LeaseLock:
         self.client.delete(API, KIND, self.name)
         return holder
 
+    def _keep_renewing(self) -> None:
+        """Renew until released; a failed renewal is tried again at the next tick (two fit in a duration),
+        a Lease taken by someone else (expired meanwhile, or force-unlocked) is said once and given up."""
+        while not self._stop.wait(self.renew_every):
+            try:
+                self.renew()
+            except LockError as error:
+                if self._lease_lost():
+                    self.notice(f"Warning: {error}; another apply may now change {self.what}")
+                    return
+
+    def _lease_lost(self) -> bool:
+        try:
+            holder = self.holder()
+        except LockError:
+            return False  # the API is unreachable now: keep trying while the Lease may still be ours
+        return holder is None or holder.get("id") != self.id
+
     def __enter__(self) -> LeaseLock:
-        return self if self.id else self.acquire()
+        if not self.id:
+            self.acquire()
+        self._stop.clear()
+        self._renewer = threading.Thread(target=self._keep_renewing, name=f"lease-{self.name}", daemon=True)
+        self._renewer.start()
+        return self
 
     def __exit__(self, *exc: object) -> None:
-        self.release()
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join()
+            self._renewer = None
+        try:
+            self.release()
+        except (LockError, ApiError) as error:  # the apply's own error matters more; the Lease expires
+            self.notice(f"Could not release the Lease of {self.what} ({error}); it expires in {self.duration} s")
+            self.id = None

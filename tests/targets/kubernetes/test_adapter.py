@@ -307,3 +307,36 @@ def test_two_waiters_racing_for_a_new_lease_do_not_both_win():
     cluster.create = create_after_someone_else  # type: ignore[method-assign]
     with pytest.raises(LockError, match="is locked by"):
         racer.acquire(timeout=2)
+
+
+def test_the_target_lock_is_the_namespaces_lease_and_held_it_renews_until_released(spec):
+    cluster = FakeCluster()
+    lock = target(spec, cluster).lock("apply")
+    assert isinstance(lock, LeaseLock) and lock.scope == "kubernetes (current context) namespace ml"
+    lock.renew_every = 0.01
+    with lock.acquire(timeout=0):
+        first = cluster.objects[("Lease", "mlops-apply")]["metadata"]["resourceVersion"]
+        deadline = datetime.now(UTC) + timedelta(seconds=5)
+        while cluster.objects[("Lease", "mlops-apply")]["metadata"]["resourceVersion"] == first:
+            assert datetime.now(UTC) < deadline, "the Lease was never renewed"
+    assert ("Lease", "mlops-apply") not in cluster.objects and lock.id is None
+    assert ("replace", "Lease", "mlops-apply") in cluster.calls
+
+
+def test_a_lease_lost_while_held_is_said_once_and_not_renewed_again(spec):
+    cluster, notices = FakeCluster(), []
+    lock = LeaseLock(cluster, notice=notices.append, renew_every=0.01)
+    with lock.acquire(timeout=0):
+        LeaseLock(cluster).force_unlock(str(lock.id))  # someone released it by hand
+        assert lock._renewer is not None
+        lock._renewer.join(5)
+    assert len(notices) == 1 and "no longer held" in notices[0]
+
+
+def test_what_serves_names_the_image_the_pods_pull_so_gc_keeps_it(spec):
+    from pipeline.apply.observe import served
+
+    adapter = target(spec, FakeCluster(), model_image=lambda request: BROKEN)
+    deploy_all(spec, adapter)
+    serving = served(spec, {"cluster": adapter})
+    assert serving["iris/blue"]["pinned_image"] == BROKEN and serving["iris/blue"]["image"] == IMAGE
