@@ -178,7 +178,8 @@ class KubernetesTarget:
     def ensure_endpoint(self, endpoint: Endpoint, router_image: str | None = None) -> ObservedEndpoint:
         """Apply the endpoint's keys Secret, Service and traffic layer, keeping the keys and the traffic
         it has now (only ``set_traffic`` moves traffic). The router runs any image holding mlops: the
-        one given, else the one it runs already; with neither it waits for the first deploy."""
+        one it runs already (a model update must not restart it and drop the connections it holds), else
+        the one given; with neither it waits for the first deploy."""
         self._endpoints[endpoint.name] = endpoint
         traffic, mirror = self._traffic(endpoint.name)
         current = replace(endpoint, traffic=traffic, mirror_traffic=mirror)
@@ -186,7 +187,7 @@ class KubernetesTarget:
         if endpoint.auth_mode == "key" and not keys:
             keys = {name: endpoint_keys._new_key() for name in endpoint_keys.KEY_NAMES}
         router = object_name(endpoint.name, "router")
-        if self.spec.routing == "router" and router_image is None:
+        if self.spec.routing == "router":
             running = self._get("apps/v1", "Deployment", router)
             if running:
                 router_image = running["spec"]["template"]["spec"]["containers"][0]["image"]

@@ -340,3 +340,13 @@ def test_what_serves_names_the_image_the_pods_pull_so_gc_keeps_it(spec):
     deploy_all(spec, adapter)
     serving = served(spec, {"cluster": adapter})
     assert serving["iris/blue"]["pinned_image"] == BROKEN and serving["iris/blue"]["image"] == IMAGE
+
+
+def test_a_model_update_does_not_restart_the_router(spec):
+    cluster = FakeCluster()
+    adapter = target(spec, cluster)
+    adapter.deploy(by_name(spec, "blue"))
+    router = cluster.objects[("Deployment", "iris-router")]
+    adapter.model_image = lambda request: BROKEN.replace("f" * 64, "9" * 64)  # the next model image
+    adapter.deploy(by_name(spec, "blue"))
+    assert cluster.objects[("Deployment", "iris-router")]["spec"] == router["spec"]
