@@ -12,6 +12,7 @@ keep-alive connections; slower, so its numbers only compare with each other). Ev
 ``--duration`` seconds per round.
 
 Servers: ``mlops`` (auth on, collection off), ``mlops+collect`` (collection at sampling 1.0),
+``mlops+ship`` (collection, shipped to a collection sink as on Kubernetes; not in the default set),
 ``mlflow`` (``mlflow models serve --env-manager local``; skipped with a note when MLflow is not
 installed) and ``bare`` (Starlette, 1 worker, uvloop + httptools, parses JSON, calls predict).
 """
@@ -135,7 +136,8 @@ class Server:
                 self.process.wait()
 
 
-def mlops_server(label: str, model_dir: Path, folder: Path, collect: bool, execution: str) -> Server:
+def mlops_server(label: str, model_dir: Path, folder: Path, collect: bool, execution: str,
+                 sink: str | None = None) -> Server:
     from pipeline.server.auth import generate_keys
 
     port = free_port()
@@ -145,11 +147,23 @@ def mlops_server(label: str, model_dir: Path, folder: Path, collect: bool, execu
               "data_collector": {"enabled": collect, "sampling_rate": 1.0, "rolling_rate": "minute"},
               "data_dir": str(folder / "collected") if collect else None, "log_level": "warning",
               "execution": execution}
+    if sink:
+        config["collection_sink"] = sink
     path = folder / f"server-{port}.json"
     path.write_text(json.dumps(config))
     return Server(label, [sys.executable, "-m", "pipeline.server", "--config", str(path)], port, "/score",
                   "/v2/health/ready", body(), {"Content-Type": "application/json",
                                                 "Authorization": f"Bearer {keys['primary']}"})
+
+
+def sink_server(folder: Path) -> Server:
+    """A collection sink (no key file: loopback only) for ``mlops+ship``; never driven with load."""
+    port = free_port()
+    path = folder / f"sink-{port}.json"
+    path.write_text(json.dumps({"endpoint": "default", "data_dir": str(folder / "shipped"), "port": port,
+                                "host": HOST, "log_level": "warning"}))
+    return Server("sink", [sys.executable, "-m", "pipeline.server.sink", "--config", str(path)], port,
+                  "/v1/events", "/v1/ready", b"", {})
 
 
 def mlflow_server(model_dir: Path) -> Server:
@@ -195,7 +209,13 @@ def start_servers(model: str, labels: list[str], saved: dict[str, dict[str, Path
     """Start each server alone (its cold start is timed), then leave them all idle and ready."""
     running = []
     for label in labels:
-        if label in ("mlops", "mlops+collect"):
+        if label == "mlops+ship":  # its sink first: a process of its own, stopped with the others
+            sink = sink_server(folder)
+            sink.start(folder)
+            running.append(sink)
+            server = mlops_server(label, saved[model]["skops"], folder, True, execution,
+                                  sink=f"http://{HOST}:{sink.port}")
+        elif label in ("mlops", "mlops+collect"):
             server = mlops_server(label, saved[model]["skops"], folder, label == "mlops+collect", execution)
         elif label == "mlflow":
             server = mlflow_server(saved[model]["mlflow"])
@@ -321,6 +341,10 @@ def report(results: dict[tuple[str, str, int], Result], cold: dict[str, float], 
         if collecting is not None and ours.rps:
             cost = 1 - collecting.rps / ours.rps
             lines.append(f"| collection cost | {model} | {cost:+.1%} | ≤ {TARGETS['collection_cost']:.0%} |")
+        shipping = results.get(("mlops+ship", model, top))
+        if shipping is not None and ours.rps:
+            cost = 1 - shipping.rps / ours.rps
+            lines.append(f"| collection + shipping cost | {model} | {cost:+.1%} | ≤ {TARGETS['collection_cost']:.0%} |")
     lines += ["", "| cold start (process start → ready, lr) | seconds |", "|---|---:|"]
     lines += [f"| {server} | {seconds:.2f} |" for server, seconds in cold.items()]
     if notes:
@@ -378,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
                 rounds: dict[tuple[str, str, int], list[Result]] = {}
                 for _ in range(args.rounds):  # interleaved, so that noise from elsewhere hits all alike
                     for server in running:
+                        if server.label == "sink":
+                            continue
                         for c in concurrency:
                             rounds.setdefault((server.label, model, c), []).append(
                                 drive(server, c, args.duration, folder))
@@ -387,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{key[0]:14} {model:3} c={key[2]:<3} {r.rps:9,.0f} req/s  p50 {r.p50_ms:6.2f} ms"
                           f"  p99 {r.p99_ms:6.2f} ms  errors {r.errors}", flush=True)
             finally:
-                for server in running:
+                for server in reversed(running):  # a sink after the service that ships to it
                     server.stop()
     table = report(results, cold, notes, concurrency, load, args.duration, args.rounds)
     print()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import click
 
@@ -34,7 +35,17 @@ def monitor(app: App, endpoint: str, deployment: str | None, since: str, fmt: st
     models = {ModelRef.parse(str(d.model)).name for d in spec.endpoints[endpoint].deployments.values()}
     baselines = [b for m in sorted(models) if (b := spec.models[m].baseline)]
     baseline = load_baseline(spec.root / baselines[0]) if baselines else None
-    events = read_events(app.state_dir() / "data", endpoint, deployment, since=start, until=until)
+    where = spec.endpoints[endpoint].target
+    if spec.targets[where].kind.remote_collection:  # in the cluster's sink, read through the adapter
+        from pipeline.cli.wiring import make_targets
+
+        adapter: Any = make_targets(spec, app.state_dir())[where]
+        events = adapter.collected(endpoint, deployment, since=start, until=until)
+        if events.truncated:
+            click.echo("warning: the collection sink sent only part of the window; narrow it with --since",
+                       err=True)
+    else:
+        events = read_events(app.state_dir() / "data", endpoint, deployment, since=start, until=until)
     reports = summarize(events, baseline)
     if fmt == "json":
         click.echo(json.dumps({"endpoint": endpoint, "since": start.isoformat(), "until": until.isoformat(),

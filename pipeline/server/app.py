@@ -62,6 +62,7 @@ from pipeline.server.http import HTTPError, error_body, read_body, respond
 from pipeline.server.limits import Busy, Limiter
 from pipeline.server.metrics import CONTENT_TYPE, Metrics
 from pipeline.server.openapi import openapi_document
+from pipeline.server.shipper import Shipper
 
 log = logging.getLogger("mlops.server")
 
@@ -118,10 +119,14 @@ class ScoringService:
         self.cost = 0.0  # moving average of seconds per prediction
         self.in_flight = 0
         collect = config.data_collector
-        self.collector = Collector(
-            config.data_dir, endpoint=config.endpoint, deployment=config.deployment, model=config.model_name,
-            model_version=config.model_version, sampling_rate=collect.sampling_rate,
-            rolling_rate=collect.rolling_rate) if collect.enabled and config.data_dir is not None else None
+        self.collector = None
+        if collect.enabled and config.data_dir is not None:
+            shipper = Shipper(config.collection_sink, config.data_dir / config.endpoint,
+                              config.keys_file) if config.collection_sink else None
+            self.collector = Collector(
+                config.data_dir, endpoint=config.endpoint, deployment=config.deployment, model=config.model_name,
+                model_version=config.model_version, sampling_rate=collect.sampling_rate,
+                rolling_rate=collect.rolling_rate, shipper=shipper, ship_grace=config.collection_grace_seconds)
         collector = self.collector
         self.metrics = Metrics(in_flight=lambda: self.in_flight,
                                queue_depth=lambda: collector.depth if collector else 0,
@@ -170,6 +175,8 @@ class ScoringService:
             self.collector.close()
             log.info("data collector flushed: %d events written, %d dropped", self.collector.written,
                      self.collector.dropped)
+            if self.collector.shipper is not None:
+                log.info("collection sink: %d events shipped", self.collector.shipper.shipped)
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     # -- execution -------------------------------------------------------------------------------

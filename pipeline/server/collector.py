@@ -11,6 +11,12 @@ metric, and a warning at most every 10 s). An event that cannot be serialized is
 own and counted too (``unserializable``): it never holds up or loses the others.
 ``close()`` writes everything: SIGTERM loses nothing.
 
+With a collection sink (``ServerConfig.collection_sink``, on Kubernetes, where the data folder is
+an ``emptyDir`` that dies with the pod) these files are a spool: the writer thread also runs the
+``Shipper`` (``pipeline.server.shipper``) after each write, which posts the new whole lines to the
+sink and deletes a file once it is closed and acknowledged; ``close()`` then ships what is left,
+retrying until ``ship_grace`` seconds have passed.
+
 Why this shape, measured on a 0.1 ms model at 16 connections:
 
 * a writer thread that serialized events itself cost 16 % of the throughput: a second thread
@@ -28,7 +34,8 @@ Files roll by the event's UTC time::
 
 where ``MM`` is the minute for ``rolling_rate: minute`` and ``00`` otherwise (``HH`` is ``00`` for
 ``day``); ``token`` is random per process, so instances sharing a folder (or a reused pid in a
-container) never share a file. Each line is one ``pipeline.server.events.Event`` as JSON.
+container) never share a file. Each line is one ``pipeline.server.events.Event`` as JSON. The layout
+and the writer (``AppendFiles``) live in ``pipeline.server.eventfiles``, shared with the sink.
 """
 
 from __future__ import annotations
@@ -48,7 +55,9 @@ from typing import Any
 
 from pipeline.errors import InvalidInput
 from pipeline.runtime.jsonio import dumps, parse_json
+from pipeline.server.eventfiles import AppendFiles, period_path
 from pipeline.server.events import Event
+from pipeline.server.shipper import Shipper
 
 log = logging.getLogger("mlops.server.collector")
 
@@ -65,8 +74,11 @@ class Collector:
 
     def __init__(self, data_dir: Path, *, endpoint: str, deployment: str, model: str, model_version: int,
                  sampling_rate: float = 1.0, rolling_rate: str = "hour", max_queue: int = MAX_QUEUE,
-                 max_queue_bytes: int = MAX_QUEUE_BYTES, flush_seconds: float = 1.0):
+                 max_queue_bytes: int = MAX_QUEUE_BYTES, flush_seconds: float = 1.0,
+                 shipper: Shipper | None = None, ship_grace: float = 20.0):
         self.folder = Path(data_dir) / endpoint / deployment
+        self.shipper = shipper
+        self.ship_grace = ship_grace
         self.sampling_rate = sampling_rate
         self.period = PERIOD_SECONDS[rolling_rate]
         self.max_queue = max_queue
@@ -87,7 +99,7 @@ class Collector:
         self._thread: threading.Thread | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._suffix = f"-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
-        self._files: dict[int, int] = {}  # period number -> open fd (writer thread only)
+        self._files = AppendFiles()  # by period number (writer thread only)
         self._ids: list[str] = []
         self._second = -1
         self._second_text = ""
@@ -208,7 +220,7 @@ class Collector:
             return
         self._timer = loop.call_later(self.flush_seconds, self._tick)
 
-    def close(self, timeout: float = 10.0) -> None:
+    def close(self, timeout: float | None = None) -> None:
         """Write everything recorded, then stop the writer and close the files.
 
         Call it from the loop's thread, or once nothing records any more (after uvicorn finished
@@ -219,22 +231,38 @@ class Collector:
             self._timer.cancel()
         self.hand_over()
         self._wake.set()
+        if timeout is None:
+            timeout = 10.0 + (self.ship_grace if self.shipper is not None else 0.0)
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
         else:
-            self._write_handed()
-        for fd in self._files.values():
-            os.close(fd)
-        self._files.clear()
+            self._finish()
+
+    def _finish(self) -> None:
+        """Write what was handed over, close the files, and ship what is spooled within the grace."""
+        self._write_handed()
+        written = self._files.paths()
+        self._files.close_all()
+        if self.shipper is not None:
+            self.shipper.track(written)
+            if not self.shipper.ship(set(), deadline=time.monotonic() + self.ship_grace):
+                log.error("collection sink unreachable at shutdown: %d spool file(s) stay in %s for the next "
+                          "instance on this folder", len(self.shipper.offsets), self.shipper.spool)
+            self.shipper.close()
 
     # -- the writer thread -----------------------------------------------------------------------
     def _run(self) -> None:
+        shipper = self.shipper
+        if shipper is not None and shipper.adopt_leftovers():
+            shipper.ship(set())
         while not self._stopping:
-            self._wake.wait()
+            self._wake.wait(shipper.retry_in() if shipper is not None else None)
             self._wake.clear()
             self._write_handed()
-        self._write_handed()
+            if shipper is not None and not self._stopping:
+                shipper.ship(self._files.paths())
+        self._finish()
 
     def _write_handed(self) -> None:
         while self._handed:
@@ -249,17 +277,14 @@ class Collector:
             self._written_bytes += len(data)
 
     def _fd(self, period: int) -> int:
-        fd = self._files.get(period)
-        if fd is None:
-            start = datetime.fromtimestamp(period * self.period, UTC)
-            minute = f"{start.minute:02d}" if self.period == 60 else "00"
-            folder = self.folder / start.strftime("%Y/%m/%d/%H")
-            folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(folder / (minute + self._suffix), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-            for old in [p for p in self._files if p < period]:  # periods only move forward
-                os.close(self._files.pop(old))
-            self._files[period] = fd
-        return fd
+        if period in self._files.open:
+            return self._files.fd(period, Path())
+        for old in [p for p in self._files.open if isinstance(p, int) and p < period]:
+            self._files.close(old)  # periods only move forward
+        path = self.folder / period_path(period, self.period, self._suffix)
+        if self.shipper is not None:
+            self.shipper.track({path})  # even when it is closed again before the next ship
+        return self._files.fd(period, path)
 
 
 def _json_value(inputs: Any) -> Any:

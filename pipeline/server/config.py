@@ -43,6 +43,9 @@ class ServerConfig:
     log_file: Path | None = None  # rotated by size; None: stderr (a container's log)
     access_log: bool = False  # a line per request (also on at log_level debug): off, it costs throughput
     execution: str = "auto"
+    # Kubernetes: the endpoint's collection sink (pipeline.server.sink); data_dir is then only a spool
+    collection_sink: str | None = None
+    collection_grace_seconds: float = 20.0  # at SIGTERM, how long to keep shipping what is spooled
 
     def __post_init__(self) -> None:
         if self.flavor not in FLAVORS:
@@ -55,6 +58,8 @@ class ServerConfig:
             raise ValueError("sampling_rate must be between 0 and 1")
         if self.data_collector.enabled and self.data_dir is None:
             raise ValueError("data_collector is enabled but no data_dir is given")
+        if self.collection_sink is not None and not self.collection_sink.startswith("http://"):
+            raise ValueError("collection_sink must be an http:// URL")
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -77,6 +82,8 @@ class ServerConfig:
         values["data_collector"] = DataCollector(**values.get("data_collector") or {})
         values["model_version"] = int(values["model_version"])
         values["port"] = int(values["port"])
+        if values.get("collection_grace_seconds") is not None:
+            values["collection_grace_seconds"] = float(values["collection_grace_seconds"])
         return cls(**values)
 
     @classmethod

@@ -234,7 +234,7 @@ def _routing(source: Source, data: dict) -> Found:
     for name, target in _mapping(data.get("targets")).items():
         target = _mapping(target)
         kubernetes = target.get("type") == "kubernetes"
-        for field in ("routing", "gateway"):
+        for field in ("routing", "gateway", "collection"):
             if field in target and not kubernetes:
                 path = ("targets", name, field)
                 yield (source.at(path, key=True),

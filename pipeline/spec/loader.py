@@ -12,6 +12,7 @@ from typing import Any
 from pipeline.errors import Problem, SpecError
 from pipeline.spec import checks, schema
 from pipeline.spec.model import (
+    CollectionStorage,
     DataCollector,
     Deployment,
     Endpoint,
@@ -75,7 +76,8 @@ def _build(source: Source, root: Path, name: str) -> Spec:
               for n, m in (data.get("models") or {}).items()}
     environments = {n: _fields(Environment, e, name=n) for n, e in (data.get("environments") or {}).items()}
     targets = {n: _fields(Target, t, name=n, settings={k: str(v) for k, v in t.get("settings", {}).items()},
-                          gateway=_fields(GatewayRef, t["gateway"]) if t.get("gateway") else None)
+                          gateway=_fields(GatewayRef, t["gateway"]) if t.get("gateway") else None,
+                          collection=_fields(CollectionStorage, t.get("collection")))
                for n, t in (data.get("targets") or {}).items()}
     endpoints = {n: _endpoint(n, e) for n, e in (data.get("endpoints") or {}).items()}
     values = {".".join(str(p) for p in path): where for path, where in source.values.items()}

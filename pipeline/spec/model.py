@@ -82,6 +82,14 @@ class Environment:
 
 
 @dataclass(frozen=True)
+class CollectionStorage:
+    """kubernetes: the volume of each endpoint's collection sink (what its scoring pods collected)."""
+
+    size: str = "1Gi"
+    storage_class: str | None = None  # None: the cluster's default StorageClass
+
+
+@dataclass(frozen=True)
 class GatewayRef:
     """kubernetes: the Gateway API ``Gateway`` an endpoint's ``HTTPRoute`` attaches to."""
 
@@ -102,6 +110,7 @@ class Target:
     settings: Mapping[str, str] = field(default_factory=dict)  # may hold ${VAR} secrets
     routing: str = "router"  # kubernetes: "router" (the mlops router in the cluster) or "gateway" (an HTTPRoute)
     gateway: GatewayRef | None = None  # kubernetes, routing: gateway
+    collection: CollectionStorage = field(default_factory=CollectionStorage)  # kubernetes
 
     @property
     def kind(self) -> TargetKind:

@@ -37,6 +37,9 @@ class TargetKind:
     # where the model sits inside the image its pods pull (a thin layer on the environment image, built at
     # deploy); None: the target mounts the registry's folder, and a model change builds nothing
     model_dir: str | None = None
+    # what the scoring services collect is shipped to a sink in the target (read back by the adapter's
+    # ``collected``), not left in this machine's ``.mlops/data`` (where ``mlops monitor`` reads it)
+    remote_collection: bool = False
 
 
 TARGET_KINDS: dict[str, TargetKind] = {
@@ -47,7 +50,7 @@ TARGET_KINDS: dict[str, TargetKind] = {
     "kubernetes": TargetKind("kubernetes", "pipeline.targets.kubernetes.adapter:KubernetesTarget",
                              EnvironmentKind.IMAGE,
                              needs_environment=True, needs_image_repository=True, keys=KeyStore.SECRET,
-                             model_dir="/var/lib/mlops/model"),
+                             model_dir="/var/lib/mlops/model", remote_collection=True),
 }
 
 

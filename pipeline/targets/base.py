@@ -120,13 +120,15 @@ class Target(Protocol):
 
 
 def server_config(request: DeployRequest, *, port: int, model_dir: Path, keys_file: Path | None,
-                  data_dir: Path | None, host: str = "127.0.0.1") -> dict:
+                  data_dir: Path | None, host: str = "127.0.0.1", collection_sink: str | None = None) -> dict:
     """The JSON the scoring service reads (``python -m pipeline.server --config FILE``).
 
     Targets write it without importing the server package (it sits below them in the layers);
-    a contract test checks that the server's ``ServerConfig.from_json`` accepts it.
+    a contract test checks that the server's ``ServerConfig.from_json`` accepts it. ``collection_sink``
+    (kubernetes, for a deployment that collects) makes ``data_dir`` a spool shipped to that URL.
     """
     deployment = request.deployment
+    sink = {"collection_sink": collection_sink} if collection_sink and deployment.data_collector.enabled else {}
     return {
         "model_dir": str(model_dir),
         "flavor": request.model.flavor,
@@ -142,4 +144,5 @@ def server_config(request: DeployRequest, *, port: int, model_dir: Path, keys_fi
         "data_dir": str(data_dir) if data_dir else None,
         "baseline": str(model_dir / request.baseline) if request.baseline else None,
         "log_level": "info",
+        **sink,
     }

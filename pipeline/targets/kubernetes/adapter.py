@@ -22,12 +22,14 @@ import base64
 import functools
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 from pipeline import keys as endpoint_keys
 from pipeline.errors import HealthCheckFailed, TargetError
+from pipeline.server.events import Event
 from pipeline.spec.model import Endpoint
 from pipeline.spec.model import Target as TargetSpec
 from pipeline.state import DEGRADED, RUNNING, STOPPED, Health, ObservedDeployment, ObservedEndpoint
@@ -44,7 +46,8 @@ POLL_SECONDS = 2.0
 TRANSIENT = {0, 429, 500, 502, 503, 504}
 # what is pruned by label, in reverse apply order (what references goes before what it references)
 KINDS = (("gateway.networking.k8s.io/v1", "HTTPRoute"), ("autoscaling/v2", "HorizontalPodAutoscaler"),
-         ("policy/v1", "PodDisruptionBudget"), ("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "ConfigMap"),
+         ("policy/v1", "PodDisruptionBudget"), ("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"),
+         ("v1", "Service"), ("v1", "ConfigMap"),
          ("v1", "Secret"))
 ENVIRONMENT, IMAGE, MODEL, COUNT = ("mlops.dev/environment", "mlops.dev/image", "mlops.dev/model-ref",
                                     "mlops.dev/instance-count")
@@ -90,6 +93,37 @@ def _pod_image(spec: dict) -> str | None:
     return containers[0].get("image")
 
 
+class CollectedEvents:
+    """The events a sink streamed back, in time order, with its count of files read (as ``EventReader``)."""
+
+    def __init__(self, events: list[Event], files_read: int, skipped: int, truncated: bool):
+        self.events, self.files_read, self.skipped, self.truncated = events, files_read, skipped, truncated
+
+    def __iter__(self) -> Iterator[Event]:
+        return iter(self.events)
+
+    @classmethod
+    def parse(cls, body: bytes) -> CollectedEvents:
+        events, summary, skipped = [], {}, 0
+        for line in body.splitlines():
+            try:
+                data = json.loads(line)
+            except ValueError:
+                skipped += 1
+                continue
+            if isinstance(data, dict) and isinstance(data.get("summary"), dict):
+                summary = data["summary"]
+                continue
+            event = Event.from_json(data)
+            if event is None:
+                skipped += 1
+            else:
+                events.append(event)
+        events.sort(key=lambda e: e.time)  # the sink merges them already: a cheap guarantee
+        return cls(events, int(summary.get("files_read", 0)), int(summary.get("skipped", 0)) + skipped,
+                   bool(summary.get("truncated", not summary)))
+
+
 class KubernetesTarget:
     """Deployments as Deployments, Services and friends in one namespace (``type: kubernetes``)."""
 
@@ -103,7 +137,8 @@ class KubernetesTarget:
         self.namespace = spec.namespace or "default"
         self.client: Cluster = client or KubeClient(self.namespace, spec.context)
         self.model_image = model_image or self._digest_image
-        self.meta = Meta(self.project, self.namespace, spec.routing, spec.gateway, spec_digest, commit)
+        self.meta = Meta(self.project, self.namespace, spec.routing, spec.gateway, spec_digest, commit,
+                         spec.collection)
         self.rollout_timeout = rollout_timeout
         self.sleep, self.clock = sleep, clock
         self._endpoints: dict[str, Endpoint] = {}  # as last ensured: set_traffic renders from them
@@ -232,7 +267,8 @@ class KubernetesTarget:
             layer = "ConfigMap" if self.spec.routing == "router" else "HTTPRoute"
             router_image = "x@sha256:" + "0" * 64  # not applied: only the traffic object is taken
             for item in manifests.endpoint_manifests(wanted, self.meta, None, router_image):
-                if item["kind"] == layer:
+                if item["kind"] == layer and item["metadata"]["name"] in (object_name(endpoint),
+                                                                          object_name(endpoint, "router")):
                     self._apply(item)
             return
         if self.spec.routing != "router":  # the route is rendered from the endpoint's declared deployments
@@ -378,12 +414,32 @@ class KubernetesTarget:
                                                                           lines))
                          for p in pods)
 
+    # -- collected data --------------------------------------------------------------------
+
+    def collected(self, endpoint: str, deployment: str | None, since: datetime | None,
+                  until: datetime | None) -> CollectedEvents:
+        """What the endpoint's sink holds for the window, read through the API server's service proxy.
+
+        The endpoint key goes in ``x-mlops-key`` (the API server keeps ``Authorization`` for itself).
+        Events come sorted by time; ``TargetError`` when the sink cannot be reached or refuses.
+        """
+        query = {key: value for key, value in (
+            ("deployment", deployment), ("since", since.isoformat() if since else None),
+            ("until", until.isoformat() if until else None)) if value}
+        keys = self._keys(endpoint)
+        headers = {"x-mlops-key": keys["primary"]} if keys else {}
+        name = object_name(endpoint, "collector")
+        body = self._call(f"read the collected data of endpoint '{endpoint}' from Service {name}",
+                          lambda: self.client.service_get(name, manifests.SINK_PORT, "/v1/events", query, headers))
+        return CollectedEvents.parse(body)
+
     # -- observe ---------------------------------------------------------------------------
 
     def observe(self) -> tuple[list[ObservedEndpoint], list[ObservedDeployment]]:
         deployments = [self._observe_deployment(d) for d in self._list("apps/v1", "Deployment",
                                                                        {"component": "scoring"})]
-        services = self._list("v1", "Service", extra="!mlops.dev/deployment")
+        services = [s for s in self._list("v1", "Service", extra="!mlops.dev/deployment")
+                    if s["metadata"]["labels"].get("app.kubernetes.io/component") != "collector"]
         secrets = {s["metadata"]["name"] for s in self._list("v1", "Secret", extra="!mlops.dev/deployment")}
         routers = {d["metadata"]["name"]: d for d in self._list("apps/v1", "Deployment", {"component": "router"})}
         endpoints = []

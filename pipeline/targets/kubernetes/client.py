@@ -8,6 +8,7 @@ small in-memory fake of ``Cluster`` instead of the ``kubernetes`` library, which
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 FIELD_MANAGER = "mlops"
@@ -47,6 +48,11 @@ class Cluster(Protocol):
         ...
 
     def pod_log(self, pod: str, lines: int) -> str: ...
+
+    def service_get(self, service: str, port: int, path: str, query: Mapping[str, str],
+                    headers: Mapping[str, str]) -> bytes:
+        """``GET`` on a Service's port through the API server's service proxy (no port-forward); the body."""
+        ...
 
 
 class KubeClient:
@@ -152,3 +158,14 @@ class KubeClient:
         self._connect()
         return self._call(lambda: self._core.read_namespaced_pod_log(
             pod, self.namespace, tail_lines=lines))
+
+    def service_get(self, service: str, port: int, path: str, query: Mapping[str, str],
+                    headers: Mapping[str, str]) -> bytes:
+        self._connect()
+        api = self._core.api_client
+        resource = f"/api/v1/namespaces/{self.namespace}/services/{service}:{port}/proxy/{path.lstrip('/')}"
+        response = self._call(lambda: api.call_api(
+            resource, "GET", query_params=list(query.items()), header_params=dict(headers),
+            auth_settings=["BearerToken"], _return_http_data_only=True, _preload_content=False,
+            _request_timeout=120))
+        return response.data

@@ -9,12 +9,16 @@ pods it replaces), a ``Secret`` for the ``${VAR}`` environment variables, a ``De
 ``Secret`` with the endpoint keys (read by the services and the router, which re-read it when the
 kubelet updates the file, so rotation needs no restart), a ``Service``, and the traffic layer: the
 mlops endpoint router (``routing: router``: its ``Deployment``, ``ConfigMap`` with the weights, read
-again on change, and a ``PodDisruptionBudget``) or a Gateway API ``HTTPRoute`` (``routing: gateway``).
+again on change, and a ``PodDisruptionBudget``) or a Gateway API ``HTTPRoute`` (``routing: gateway``);
+and when any of its deployments collects data, the collection sink (``pipeline.server.sink``): a
+one-replica ``StatefulSet`` with a ``PersistentVolumeClaim`` (the target's ``collection``: size and
+class), its ``ConfigMap`` and ``Service``, to which the scoring pods ship what they collect
+(docs/collection-in-kubernetes.md).
 
 Secret values are never written into any object but the two kinds of ``Secret``, and only when the
 caller supplies them (``mlops render`` without them renders the Secrets empty). The model is not
 mounted as on Docker: the image passed in (pinned by digest) must hold the verified model folder at
-``MODEL_DIR``; collected data goes to an ``emptyDir`` at ``DATA_DIR`` (lost with the pod).
+``MODEL_DIR``; collected data is spooled in an ``emptyDir`` at ``DATA_DIR`` and shipped to the sink.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from typing import Any
 from pipeline import __version__
 from pipeline.errors import TargetError
 from pipeline.server.router import READY_PATH
-from pipeline.spec.model import Deployment, Endpoint, GatewayRef, Probe, ResourceAmounts, Spec
+from pipeline.spec.model import CollectionStorage, Deployment, Endpoint, GatewayRef, Probe, ResourceAmounts, Spec
 from pipeline.spec.model import Target as TargetSpec
 from pipeline.targets.base import DeployRequest, server_config
 
@@ -49,14 +53,18 @@ LIVE_PATH, READY_PATH_SERVICE = "/v2/health/live", "/v2/health/ready"  # the ser
 PIN_HEADERS = ("x-mlops-deployment", "azureml-model-deployment")  # as the router honours them
 ROUTER_REPLICAS = 2
 STOP_GRACE_SECONDS = 30
+SINK_PORT = 8081
+SINK_CONFIG = "sink.json"
+SHIP_GRACE_SECONDS = 20  # at SIGTERM a collecting pod ships its spool for this long, after its requests
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 _DIGEST_REF = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")
 _VAR = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 _MEMORY_UNITS = {"k": "k", "m": "M", "g": "G"}  # mlops (and Docker) read m as megabytes, Kubernetes as milli
 # the order objects are applied in: what is referenced exists before what references it
-KIND_ORDER = ("Secret", "ConfigMap", "Service", "Deployment", "PodDisruptionBudget", "HorizontalPodAutoscaler",
-               "HTTPRoute")
+KIND_ORDER = ("Secret", "ConfigMap", "Service", "StatefulSet", "Deployment", "PodDisruptionBudget",
+              "HorizontalPodAutoscaler", "HTTPRoute")
+APP_NAMES = {"router": "mlops-router", "collector": "mlops-collector"}  # else mlops-scoring
 
 
 def _short_hash(text: str) -> str:
@@ -112,16 +120,17 @@ class Meta:
     gateway: GatewayRef | None
     spec_digest: str
     commit: str
+    collection: CollectionStorage = CollectionStorage()
 
     @classmethod
     def of(cls, spec: Spec, target: TargetSpec, spec_digest: str, commit: str) -> Meta:
         return cls(spec.project_id(), target.namespace or "default", target.routing, target.gateway,
-                   spec_digest, commit)
+                   spec_digest, commit, target.collection)
 
     def labels(self, name: str, component: str, version: str, endpoint: str, deployment: str = "",
                model: str = "", model_version: str = "") -> dict[str, str]:
         labels = {
-            "app.kubernetes.io/name": "mlops-router" if component == "router" else "mlops-scoring",
+            "app.kubernetes.io/name": APP_NAMES.get(component, "mlops-scoring"),
             "app.kubernetes.io/instance": label_value(name),
             "app.kubernetes.io/version": label_value(version),
             "app.kubernetes.io/component": component,
@@ -183,10 +192,11 @@ _POD_SECURITY = {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, "fsG
                  "seccompProfile": {"type": "RuntimeDefault"}}
 
 
-def _pod(labels: Mapping[str, str], container: dict, volumes: list[dict], annotations: Mapping[str, str]) -> dict:
+def _pod(labels: Mapping[str, str], container: dict, volumes: list[dict], annotations: Mapping[str, str],
+         grace: int = STOP_GRACE_SECONDS) -> dict:
     return {"metadata": {"labels": dict(labels), "annotations": dict(annotations)},
             "spec": {"automountServiceAccountToken": False, "enableServiceLinks": False,
-                     "terminationGracePeriodSeconds": STOP_GRACE_SECONDS, "securityContext": dict(_POD_SECURITY),
+                     "terminationGracePeriodSeconds": grace, "securityContext": dict(_POD_SECURITY),
                      "containers": [container], "volumes": volumes}}
 
 
@@ -202,10 +212,28 @@ def _keys_volume(endpoint: Endpoint) -> tuple[list[dict], list[dict]]:
 # -- per deployment -----------------------------------------------------------------------------
 
 
-def scoring_config(request: DeployRequest) -> dict:
-    """The service's JSON config, with the paths as they are inside the pod."""
-    return server_config(request, port=PORT, model_dir=Path(MODEL_DIR), keys_file=Path(KEYS_DIR) / KEYS_FILE,
-                         data_dir=Path(DATA_DIR), host="0.0.0.0")  # noqa: S104 - the pod's network only
+def sink_url(endpoint: str, namespace: str) -> str:
+    """Where an endpoint's scoring pods ship what they collect: its collection sink's Service."""
+    return f"http://{object_name(endpoint, 'collector')}.{namespace}.svc:{SINK_PORT}"
+
+
+def scoring_config(request: DeployRequest, namespace: str = "default") -> dict:
+    """The service's JSON config, with the paths as they are inside the pod; a collecting deployment
+    spools at ``DATA_DIR`` and ships to the endpoint's sink."""
+    config = server_config(request, port=PORT, model_dir=Path(MODEL_DIR), keys_file=Path(KEYS_DIR) / KEYS_FILE,
+                           data_dir=Path(DATA_DIR), host="0.0.0.0",  # noqa: S104 - the pod's network only
+                           collection_sink=sink_url(request.endpoint.name, namespace))
+    if "collection_sink" in config:
+        config["collection_grace_seconds"] = SHIP_GRACE_SECONDS
+    return config
+
+
+def _grace(deployment: Deployment) -> int:
+    """Long enough to finish the requests in flight, then ship the spool (``SHIP_GRACE_SECONDS``)."""
+    if not deployment.data_collector.enabled:
+        return STOP_GRACE_SECONDS
+    finishing = math.ceil(deployment.request_settings.request_timeout_ms / 1000) + 2
+    return max(STOP_GRACE_SECONDS, finishing + SHIP_GRACE_SECONDS + 5)
 
 
 def deployment_manifests(request: DeployRequest, meta: Meta, progress_deadline_seconds: int = 600) -> list[dict]:
@@ -220,7 +248,7 @@ def deployment_manifests(request: DeployRequest, meta: Meta, progress_deadline_s
     labels = meta.labels(name, "scoring", str(model.version), endpoint.name, deployment.name, model.name,
                          str(model.version))
     pods = selector(labels)
-    config_text = json.dumps(scoring_config(request), indent=2, sort_keys=True)
+    config_text = json.dumps(scoring_config(request, meta.namespace), indent=2, sort_keys=True)
     config_name = object_name(name, _short_hash(config_text))
     objects = [meta.object("v1", "ConfigMap", config_name, labels, immutable=True,
                            data={SERVER_CONFIG: config_text})]
@@ -266,7 +294,7 @@ def deployment_manifests(request: DeployRequest, meta: Meta, progress_deadline_s
         "progressDeadlineSeconds": progress_deadline_seconds,
         "selector": {"matchLabels": pods},
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"}},
-        "template": _pod(labels, container, volumes, annotations),
+        "template": _pod(labels, container, volumes, annotations, _grace(deployment)),
     })
     objects.append(meta.object("apps/v1", "Deployment", name, labels, annotations, spec=spec))
     objects.append(_service(meta, name, labels, pods))
@@ -325,12 +353,16 @@ def endpoint_manifests(endpoint: Endpoint, meta: Meta, keys: Mapping[str, str] |
         objects.append(meta.object("v1", "Secret", object_name(endpoint.name, "keys"), labels, type="Opaque",
                                    data=data))
     if meta.routing == "gateway":
+        if router_image and _collects(endpoint):
+            objects += collector_manifests(endpoint, meta, router_image)
         pods = selector(meta.labels("", "scoring", "", endpoint.name))  # every instance of the endpoint
         objects.append(_service(meta, name, labels, pods))
         objects.append(_route(endpoint, meta, name, labels))
         return objects
     if not router_image or not _DIGEST_REF.match(router_image):
         raise TargetError(f"endpoint {endpoint.name}: router image {router_image!r} is not pinned by digest")
+    if _collects(endpoint):
+        objects += collector_manifests(endpoint, meta, router_image)
     router = object_name(endpoint.name, "router")
     pods = selector(labels)
     text = json.dumps(router_config(endpoint, meta), indent=2, sort_keys=True)
@@ -361,6 +393,56 @@ def endpoint_manifests(endpoint: Endpoint, meta: Meta, keys: Mapping[str, str] |
     objects.append(_budget(meta, router, labels, pods))
     objects.append(_service(meta, name, labels, pods))
     return objects
+
+
+def _collects(endpoint: Endpoint) -> bool:
+    return any(d.data_collector.enabled for d in endpoint.deployments.values())
+
+
+def collector_manifests(endpoint: Endpoint, meta: Meta, image: str) -> list[dict]:
+    """The endpoint's collection sink: ``ConfigMap``, ``Service``, one-replica ``StatefulSet`` whose PVC
+    (from ``volumeClaimTemplates``, kept when the StatefulSet is deleted) holds what was shipped."""
+    if not _DIGEST_REF.match(image):
+        raise TargetError(f"endpoint {endpoint.name}: collection sink image {image!r} is not pinned by digest")
+    name = object_name(endpoint.name, "collector")
+    labels = meta.labels(name, "collector", __version__, endpoint.name)
+    pods = selector(labels)
+    config = {"endpoint": endpoint.name, "data_dir": DATA_DIR, "port": SINK_PORT,
+              "host": "0.0.0.0",  # noqa: S104 - the pod's network only
+              "keys_file": f"{KEYS_DIR}/{KEYS_FILE}" if endpoint.auth_mode == "key" else None, "log_level": "info"}
+    keys_volumes, keys_mounts = _keys_volume(endpoint)
+    container = {
+        "name": "sink",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["python", "-m", "pipeline.server.sink", "--config", f"{CONFIG_DIR}/{SINK_CONFIG}"],
+        "ports": [{"name": "http", "containerPort": SINK_PORT, "protocol": "TCP"}],
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+        "readinessProbe": {"httpGet": {"path": "/v1/ready", "port": "http", "scheme": "HTTP"},
+                           "periodSeconds": 2, "timeoutSeconds": 1, "failureThreshold": 3},
+        "livenessProbe": {"httpGet": {"path": "/v1/live", "port": "http", "scheme": "HTTP"},
+                          "periodSeconds": 10, "timeoutSeconds": 2, "failureThreshold": 3},
+        "securityContext": dict(_CONTAINER_SECURITY),
+        "volumeMounts": [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}, *keys_mounts,
+                         {"name": "data", "mountPath": DATA_DIR}, {"name": "tmp", "mountPath": "/tmp"}],
+    }
+    volumes = [{"name": "config", "configMap": {"name": name}}, *keys_volumes, {"name": "tmp", "emptyDir": {}}]
+    storage = meta.collection
+    claim: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": storage.size}}}
+    if storage.storage_class:
+        claim["storageClassName"] = storage.storage_class
+    return [
+        meta.object("v1", "ConfigMap", name, labels, data={SINK_CONFIG: json.dumps(config, indent=2, sort_keys=True)}),
+        meta.object("v1", "Service", name, labels, spec={
+            "type": "ClusterIP", "selector": dict(pods),
+            "ports": [{"name": "http", "port": SINK_PORT, "targetPort": "http", "protocol": "TCP"}]}),
+        meta.object("apps/v1", "StatefulSet", name, labels, spec={
+            "replicas": 1, "serviceName": name, "revisionHistoryLimit": 3,
+            "selector": {"matchLabels": pods},
+            "updateStrategy": {"type": "RollingUpdate"},
+            "template": _pod(labels, container, volumes, {}),
+            "volumeClaimTemplates": [{"metadata": {"name": "data", "labels": dict(pods)}, "spec": claim}]}),
+    ]
 
 
 def _route(endpoint: Endpoint, meta: Meta, name: str, labels: Mapping[str, str]) -> dict:

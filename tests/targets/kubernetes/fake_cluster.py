@@ -1,13 +1,14 @@
 """An in-memory ``Cluster`` (the adapter's one API boundary): objects by kind and name, label and field
 selectors, server-side apply with field-manager conflicts on what is changed by hand, Deployments
 that roll out at once (or never, for names in ``never_ready``), pods with events and logs, and
-errors injected per call."""
+errors injected per call; Services answer through the proxy with ``services`` handlers."""
 
 from __future__ import annotations
 
 import copy
 import itertools
 from collections import defaultdict
+from collections.abc import Callable
 
 from pipeline.targets.kubernetes.client import FIELD_MANAGER, ApiError
 
@@ -34,6 +35,8 @@ class FakeCluster:
         self.never_ready: set[str] = set()
         self.owners: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)  # field path -> other manager
         self.logs: dict[str, str] = {}
+        # (service, port) -> handler(path, query, headers) -> (status, body): what answers behind the proxy
+        self.services: dict[tuple[str, int], Callable[[str, dict, dict], tuple[int, bytes]]] = {}
         self._versions = itertools.count(1)
 
     def _fail(self) -> None:
@@ -120,6 +123,18 @@ class FakeCluster:
     def pod_log(self, pod: str, lines: int) -> str:
         self._fail()
         return "\n".join(self.logs.get(pod, "").splitlines()[-lines:])
+
+    def service_get(self, service: str, port: int, path: str, query, headers) -> bytes:
+        """As the API server's service proxy: 503 without a backend, the backend's status passed on."""
+        self._fail()
+        self.calls.append(("proxy", "Service", f"{service}:{port}{path}"))
+        handler = self.services.get((service, port))
+        if handler is None or ("Service", service) not in self.objects:
+            raise ApiError(503, f'no endpoints available for service "{service}"', "ServiceUnavailable")
+        status, body = handler(path, dict(query), dict(headers))
+        if status != 200:
+            raise ApiError(status, body.decode("utf-8", "replace"))
+        return body
 
     # -- what a cluster does by itself, and hands -----------------------------------------
 

@@ -48,6 +48,7 @@ def example(tmp_path: Path, routing: str = "router") -> Spec:
     endpoint.update(target="cluster", traffic={"blue": 90, "green": 10}, mirror_traffic={"shadow": 20})
     blue = endpoint["deployments"]["blue"]
     blue.update(instance_count=3, resources={"cpu": 0.5, "memory": "512m"},
+                data_collector={"enabled": True, "sampling_rate": 1.0, "rolling_rate": "hour"},
                 environment_variables={"LOG_FORMAT": "json", "DB_PASSWORD": "${DB_PASSWORD}"},
                 readiness_probe={"initial_delay": 0.5, "period": 2.5, "timeout": 0.2})
     endpoint["deployments"]["green"] = {
@@ -87,7 +88,7 @@ def kinds(objects: list[dict]) -> list[tuple[str, str]]:
 
 
 def pod_specs(objects: list[dict]) -> list[tuple[dict, dict]]:
-    return [(o, o["spec"]["template"]) for o in objects if o["kind"] == "Deployment"]
+    return [(o, o["spec"]["template"]) for o in objects if o["kind"] in ("Deployment", "StatefulSet")]
 
 
 # -- schemas ------------------------------------------------------------------------------------
@@ -191,12 +192,16 @@ def test_containers_are_pinned_hardened_and_probed_on_their_ports(objects: list[
             assert security["capabilities"] == {"drop": ["ALL"]}
             mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
             assert "emptyDir" in volumes[mounts["/tmp"]]
-            assert set(mounts.values()) <= set(volumes)
+            claims = {c["metadata"]["name"] for c in workload["spec"].get("volumeClaimTemplates", [])}
+            assert set(mounts.values()) <= set(volumes) | claims
             ports = {p["name"] for p in container["ports"]} | {p["containerPort"] for p in container["ports"]}
             for kind in ("readinessProbe", "livenessProbe"):
                 probe = container[kind]
                 action = probe.get("httpGet") or probe.get("tcpSocket")
                 assert action["port"] in ports, (workload["metadata"]["name"], kind)
+        if workload["kind"] == "StatefulSet":
+            assert workload["spec"]["replicas"] == 1 and workload["spec"]["updateStrategy"]["type"] == "RollingUpdate"
+            continue
         strategy = workload["spec"]["strategy"]["rollingUpdate"]
         assert strategy == {"maxUnavailable": 0, "maxSurge": "25%"}
         assert workload["spec"]["progressDeadlineSeconds"] > 0
@@ -348,3 +353,79 @@ def test_invalid_routing_is_reported_at_its_place(tmp_path: Path, routing, gatew
     (problem,) = raised.value.problems
     assert expected in problem.message
     assert (problem.line, problem.column) in {(3, 3), (5, 14), (6, 5)}, str(problem)
+
+
+# -- the collection sink ------------------------------------------------------------------------
+
+
+def by_kind(objects: list[dict], kind: str, name: str) -> dict:
+    return next(o for o in objects if (o["kind"], o["metadata"]["name"]) == (kind, name))
+
+
+@pytest.mark.parametrize("routing", ["router", "gateway"])
+def test_a_collecting_endpoint_gets_a_sink_on_a_volume_and_its_pods_ship_there(tmp_path: Path, routing: str):
+    from pipeline.server.sink import SinkConfig
+
+    objects = rendered(example(tmp_path, routing))
+    sink = by_kind(objects, "StatefulSet", "iris-collector")
+    pod = sink["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["command"][:3] == ["python", "-m", "pipeline.server.sink"]
+    assert container["image"] == ROUTER_IMAGE
+    assert container["securityContext"]["runAsUser"] == 10001 and pod["securityContext"]["fsGroup"] == 10001
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert mounts[manifests.DATA_DIR] == "data" and "data" not in {v["name"] for v in pod["volumes"]}
+    (claim,) = sink["spec"]["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "data"
+    assert claim["spec"] == {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
+    service = by_kind(objects, "Service", "iris-collector")
+    assert sink["spec"]["serviceName"] == "iris-collector"
+    assert service["spec"]["selector"].items() <= sink["spec"]["template"]["metadata"]["labels"].items()
+    assert service["spec"]["ports"][0]["port"] == manifests.SINK_PORT
+    config = SinkConfig.from_json(by_kind(objects, "ConfigMap", "iris-collector")["data"]["sink.json"])
+    assert config.endpoint == "iris" and str(config.keys_file) == "/etc/mlops-keys/keys.json"
+    assert str(config.data_dir) == manifests.DATA_DIR and config.port == manifests.SINK_PORT
+
+    blue = by_kind(objects, "Deployment", "iris-blue")
+    server = next(ServerConfig.from_json(o["data"]["server.json"]) for o in objects
+                  if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("iris-blue-"))
+    assert server.collection_sink == "http://iris-collector.ml.svc:8081"
+    grace = blue["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    finishing = server.request_settings.request_timeout_ms / 1000 + 2
+    assert grace >= finishing + server.collection_grace_seconds
+    green = next(ServerConfig.from_json(o["data"]["server.json"]) for o in objects
+                 if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("iris-green-"))
+    assert green.collection_sink is None  # collects nothing
+    if routing == "gateway":  # the endpoint's Service must not send requests to the sink
+        endpoint = by_kind(objects, "Service", "iris")
+        assert not endpoint["spec"]["selector"].items() <= sink["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_the_sink_volume_takes_the_targets_size_and_class(tmp_path: Path):
+    example(tmp_path)
+    data = yaml.safe_load((tmp_path / "mlops.yaml").read_text())
+    data["targets"]["cluster"]["collection"] = {"size": "20Gi", "storage_class": "fast-ssd"}
+    (tmp_path / "mlops.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    spec = load(tmp_path / "mlops.yaml")
+    sink = by_kind(rendered(spec), "StatefulSet", "iris-collector")
+    assert sink["spec"]["volumeClaimTemplates"][0]["spec"] == {
+        "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "20Gi"}},
+        "storageClassName": "fast-ssd"}
+    for version in (VERSIONS[0], VERSIONS[-1]):
+        kubernetes_validate.validate(sink, version, strict=True)
+    data["targets"]["cluster"]["collection"] = {"size": "lots"}
+    (tmp_path / "mlops.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(SpecError, match="collection"):
+        load(tmp_path / "mlops.yaml")
+
+
+def test_an_endpoint_that_collects_nothing_has_no_sink(tmp_path: Path):
+    example(tmp_path)
+    data = yaml.safe_load((tmp_path / "mlops.yaml").read_text())
+    for deployment in data["endpoints"]["iris"]["deployments"].values():
+        deployment.pop("data_collector", None)
+    (tmp_path / "mlops.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    objects = rendered(load(tmp_path / "mlops.yaml"))
+    assert not [o for o in objects if "collector" in o["metadata"]["name"]]
+    assert all(ServerConfig.from_json(o["data"]["server.json"]).collection_sink is None
+               for o in objects if o["kind"] == "ConfigMap" and "server.json" in o["data"])
