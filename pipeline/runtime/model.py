@@ -165,9 +165,11 @@ class Model:
         dtype = DTYPES[spec.datatype]
         width = spec.shape[-1] if len(spec.shape) == 2 else -1
         expected = f"a list of rows of {width} numbers" if width >= 0 else "a list of rows"
-        if not isinstance(rows, list) or not rows:
+        array = isinstance(rows, np.ndarray) and rows.ndim == 2  # batch scoring: a chunk's columns, no lists
+        if not (array or isinstance(rows, list)) or not len(rows):
             raise InvalidInput(f"expected {expected} in 'data'")
-        if columns is not None and (not rows or not isinstance(rows[0], list) or len(columns) != len(rows[0])):
+        row_width = rows.shape[1] if array else len(rows[0]) if isinstance(rows[0], list) else -1
+        if columns is not None and len(columns) != row_width:
             raise InvalidInput(f"{len(columns)} columns named but the rows do not have {len(columns)} values each")
         try:
             matrix = np.asarray(rows, dtype=dtype)
