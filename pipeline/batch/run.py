@@ -1,6 +1,6 @@
 """A batch run: inputs → chunks → scorer → parts, the manifest after each, errors and collection.
 
-Chunks are scored ahead (``2 × workers`` in flight) but written in order, so part ``n`` is always
+Chunks are scored ahead (``workers + 1`` in flight) but written in order, so part ``n`` is always
 the same rows and errors come out in input order; the manifest is saved after each part and a crash
 point follows it (``MLOPS_CRASH_AT``, ``pipeline.faults``), which the resume tests kill at.
 """
@@ -11,6 +11,7 @@ import shutil
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import BrokenExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +22,7 @@ import pyarrow as pa
 
 from pipeline.batch import reader
 from pipeline.batch.manifest import ERRORS, ERRORS_DIR, MANIFEST, Manifest
-from pipeline.batch.scoring import PREDICTION, ModelInfo, Scored, table_rows
+from pipeline.batch.scoring import PREDICTION, ModelInfo, Scored, Shape, table_rows
 from pipeline.batch.writer import part_name, remove_leftovers, write_atomic, write_part
 from pipeline.errors import MlopsError
 from pipeline.faults import crash_point
@@ -141,7 +142,7 @@ def _lineage(info: ModelInfo, options: Options, scored_at: str) -> dict[str, Any
             "inputs": inputs}
 
 
-def run(info: ModelInfo, model: Model, scorer: Scorer, options: Options, reporter: Reporter,
+def run(info: ModelInfo, model: Model | Shape, scorer: Scorer, options: Options, reporter: Reporter,
         stdin: IO[bytes] | None = None) -> Summary:
     """Score every input into ``options.output``; TooManyErrors past ``max_errors`` (the parts so far are kept)."""
     started = time.monotonic()
@@ -159,7 +160,7 @@ def run(info: ModelInfo, model: Model, scorer: Scorer, options: Options, reporte
     collector = _collector(info, options.collect)
     errors_dir = options.output / ERRORS_DIR
     pending: deque[tuple[str, int, int, pa.Table | None, list[str], list[str], Any]] = deque()
-    window = max(2, 2 * getattr(scorer, "workers", 1))
+    window = getattr(scorer, "workers", 1) + 1  # chunks in flight: each worker busy, one read ahead
     number = 0
 
     def finish_one() -> None:
@@ -176,6 +177,9 @@ def run(info: ModelInfo, model: Model, scorer: Scorer, options: Options, reporte
                 scored: Scored = future.result(timeout=options.timeout)
             except TimeoutError:
                 raise MlopsError(f"{chunk}: not scored within --timeout {options.timeout} s") from None
+            except BrokenExecutor as error:
+                raise MlopsError(f"a worker process died while scoring {chunk} ({error}); what is written is kept: "
+                                 "run again with --resume") from None
             name = part_name(part_number, options.output_format)
             out = _output_table(table, scored, kept)
             if scored.errors:
@@ -281,7 +285,7 @@ def _collector(info: ModelInfo, collect: Collect | None):
     return collector
 
 
-def _collect(collector: Any, features: pa.Table, scored: Scored, model: Model,
+def _collect(collector: Any, features: pa.Table, scored: Scored, model: Model | Shape,
              sleep: Callable[[float], None] = time.sleep) -> None:
     """Scored rows as events of up to EVENT_ROWS rows each, sampled as the deployment samples requests."""
     if scored.rows is not None:

@@ -67,7 +67,7 @@ def features_matrix(model: Model, table: pa.Table) -> np.ndarray:
     spec = model.inputs[0] if len(model.inputs) == 1 else None
     dtype = DTYPES[spec.datatype] if spec is not None else np.dtype(np.float64)
     if dtype.kind == "O" or not table.num_columns:
-        return np.array(table.to_pylist() and [list(row.values()) for row in table.to_pylist()], dtype=object)
+        return np.array(table_rows(table), dtype=object)
     target = pa.from_numpy_dtype(dtype)
     try:
         columns = [pc.cast(column, target).to_numpy(zero_copy_only=False) for column in table.columns]
@@ -156,37 +156,65 @@ def merge(parts: list[tuple[int, int, Scored]]) -> Scored:
 _worker_model: Model | None = None
 
 
-def _load_in_worker(info: ModelInfo) -> None:
+def _worker(info: ModelInfo) -> Model:
+    """The worker's model, loaded by its first task (a load error then reaches the caller as itself)."""
     global _worker_model
-    _worker_model = info.load()
+    if _worker_model is None:
+        _worker_model = info.load()
+    return _worker_model
 
 
-def _score_in_worker(table: pa.Table, retries: int) -> Scored:
-    assert _worker_model is not None
-    model = _worker_model
+def _describe_in_worker(info: ModelInfo) -> Shape:
+    model = _worker(info)
+    return Shape(model.columns, model.raw_text)
+
+
+def _score_in_worker(info: ModelInfo, table: pa.Table, retries: int) -> Scored:
+    model = _worker(info)
     return isolate(lambda part: predict_table(model, part), table, retries)
 
 
-class LocalScorer:
-    """The runtime in this process (``workers`` 1) or in ``workers`` spawned processes, each loading the model once."""
+@dataclass(frozen=True)
+class Shape:
+    """What the run needs to know of a model that its workers load (the parent does not load it)."""
 
-    def __init__(self, info: ModelInfo, model: Model, workers: int = 1, retries: int = 2):
-        self.model = model
+    columns: list[str] | None
+    raw_text: bool = False
+
+
+class LocalScorer:
+    """The runtime in this process (``workers`` 1) or in ``workers`` spawned processes, each loading the model
+    once; with workers, this process never loads it (half the memory, and its CPU left to the workers)."""
+
+    def __init__(self, info: ModelInfo, workers: int = 1, retries: int = 2):
+        self.info = info
         self.retries = retries
         self.workers = workers
+        self.model: Model | None = None
         self.pool: ProcessPoolExecutor | None = None
         if workers > 1:
-            self.pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_load_in_worker,
-                                            initargs=(info,))
+            self.pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
+        else:
+            self.model = info.load()
+
+    def describe(self) -> Model | Shape:
+        """The model's columns: loaded here, or as the workers see it (every worker loads it meanwhile)."""
+        if self.model is not None:
+            return self.model
+        assert self.pool is not None
+        futures = [self.pool.submit(_describe_in_worker, self.info) for _ in range(self.workers)]
+        return [future.result() for future in futures][0]
 
     def submit(self, table: pa.Table) -> Any:
         """A future of the chunk's ``Scored`` (already done when scoring in this process)."""
         if self.pool is not None:
-            return self.pool.submit(_score_in_worker, table, self.retries)
+            return self.pool.submit(_score_in_worker, self.info, table, self.retries)
         from concurrent.futures import Future
 
+        model = self.model
+        assert model is not None
         future: Future[Scored] = Future()
-        future.set_result(isolate(lambda part: predict_table(self.model, part), table, self.retries))
+        future.set_result(isolate(lambda part: predict_table(model, part), table, self.retries))
         return future
 
     def close(self) -> None:

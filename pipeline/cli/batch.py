@@ -64,12 +64,11 @@ def score_batch(app: App, source: str, input_: str, output: Path, input_format: 
 
     resolved = _resolve(app, source)
     info = resolved["info"]
+    if via_endpoint and collect:
+        raise MlopsError("--collect with --via-endpoint would record every row twice: the endpoint already collects "
+                         "what it is sent (its data_collector)")
     if (via_endpoint or collect) and info.endpoint is None:
         raise MlopsError(f"--via-endpoint and --collect need SOURCE to be an endpoint of {app.file}, not {source!r}")
-    try:
-        model = info.load()
-    except ModelLoadError as error:
-        raise MlopsError(f"cannot load {info.name}:{info.version}: {error}") from None
     options = Options(sources=reader.expand(input_, input_format), output=output, output_format=output_format,
                       chunk_rows=chunk_rows, id_column=id_column,
                       keep_columns=[c.strip() for c in keep_columns.split(",") if c.strip()], keep_all=keep_all,
@@ -77,12 +76,20 @@ def score_batch(app: App, source: str, input_: str, output: Path, input_format: 
                       timeout=None if via_endpoint else timeout * max(1, 2 * workers))
     if collect:
         options.collect = _collect_into(app, resolved)
-    scorer: Any
+    scorer: Any = None
+    try:
+        if via_endpoint:
+            model: Any = info.load()  # only its column names: the endpoint scores
+        else:
+            scorer = LocalScorer(info, workers=workers, retries=retries)
+            model = scorer.describe()
+    except ModelLoadError as error:
+        if scorer is not None:
+            scorer.close()
+        raise MlopsError(f"cannot load {info.name}:{info.version}: {error}") from None
     if via_endpoint:
         scorer = EndpointScorer(resolved["url"], resolved["key"], model.columns, info.deployment if resolved["pinned"]
                                 else None, concurrency=concurrency, retries=retries, timeout=timeout)
-    else:
-        scorer = LocalScorer(info, model, workers=workers, retries=retries)
     stdin = None
     if any(s.stdin for s in options.sources):
         stdin = io.BufferedReader(reader.HashingReader(sys.stdin.buffer), buffer_size=1 << 20)

@@ -1,5 +1,5 @@
 """``mlops score-batch`` on real files: every input kind, the scoring service's predictions, resume after
-SIGKILL, row errors, column errors, workers. The endpoint path is in tests/e2e/test_score_batch.py."""
+SIGKILL, row errors, column errors, workers. The endpoint path is in tests/e2e/test_batch_endpoint.py."""
 
 from __future__ import annotations
 
