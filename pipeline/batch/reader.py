@@ -137,7 +137,7 @@ def batches(source: Source, text_columns: list[str], stdin: IO[bytes] | None = N
             spool.seek(0)
             stream = spool
         # without pre-buffering a row group is read column by column: half the peak memory, as fast
-        yield from pq.ParquetFile(stream, pre_buffer=False).iter_batches(batch_size=65_536)
+        yield from pq.ParquetFile(stream, pre_buffer=False, buffer_size=1 << 20).iter_batches(batch_size=16_384)
     elif source.format == "csv":
         import pyarrow.csv as pcsv
 

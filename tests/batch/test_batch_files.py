@@ -266,3 +266,23 @@ def test_worker_processes_give_the_same_parts(project, tmp_path):
     project.cli(*args, "--output", str(tmp_path / "one"))
     project.cli(*args, "--output", str(tmp_path / "two"), "--workers", "2")
     assert read_output(tmp_path / "two").equals(read_output(tmp_path / "one"))
+
+
+@pytest.mark.slow
+def test_mlflow_flavor_matches_the_service(project, tmp_path):
+    mlflow_sklearn = pytest.importorskip("mlflow.sklearn")
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+
+    source = pq.read_table(project.root / "data" / "rows.parquet")
+    frame = source.select(FEATURES).to_pandas()
+    model = LogisticRegression(max_iter=300).fit(frame, (frame["petal_length"] > 4).astype(int))
+    folder = tmp_path / "mlflow-model"
+    mlflow_sklearn.save_model(model, str(folder), input_example=pd.DataFrame(frame.iloc[:2]))
+    (folder / "model.json").write_text('{"allow_pickle": true}')  # MLflow's default format is a pickle
+    project.cli("models", "register", str(folder), "--name", "flowing", "--flavor", "mlflow")
+    out = tmp_path / "out"
+    project.cli("score-batch", "flowing:1", "--input", str(project.root / "data" / "rows.parquet"), "--output",
+                str(out), "--id-column", "id")
+    rows = [list(row) for row in zip(*(source[name].to_pylist() for name in FEATURES), strict=True)]
+    assert read_output(out)["prediction"].to_pylist() == served_predictions(project, "flowing:1", rows)
