@@ -17,7 +17,7 @@ from pipeline.batch.writer import write_atomic
 from pipeline.errors import MlopsError
 
 MANIFEST = "_manifest.json"
-ERRORS = "errors.jsonl"
+ERRORS = "_errors.jsonl"  # "_": dataset readers (pyarrow, pandas, Spark) skip it when reading the folder
 ERRORS_DIR = "_errors"
 FORMAT_VERSION = 1
 

@@ -188,9 +188,10 @@ def run(info: ModelInfo, model: Model | Shape, scorer: Scorer, options: Options,
                 lines = [dumps({"file": source, "row": index * chunk_rows + row + 1, "chunk": chunk,
                                 "message": message}) + b"\n" for row, message in scored.errors]
                 write_atomic(errors_dir / f"{name}.jsonl", b"".join(lines))
-            write_part(options.output / name, out, options.output_format, lineage)
-            manifest.chunks[chunk] = {"part": name, "rows_in": table.num_rows, "rows_out": out.num_rows,
-                                      "errors": len(scored.errors), "state": "done"}
+            if out.num_rows:  # a chunk whose every row failed has no part (an empty one would have no types)
+                write_part(options.output / name, out, options.output_format, lineage)
+            manifest.chunks[chunk] = {"part": name if out.num_rows else None, "rows_in": table.num_rows,
+                                      "rows_out": out.num_rows, "errors": len(scored.errors), "state": "done"}
             manifest.save(options.output)
             crash_point("batch.part")
             if collector is not None:
@@ -250,13 +251,13 @@ def _output_table(table: pa.Table, scored: Scored, kept: list[str]) -> pa.Table:
         if name in columns:
             raise MlopsError(f"the input has a column {name!r}, which the predictions are named; rename it")
         columns[name] = pa.array(values.tolist()) if values.ndim > 1 else pa.array(values)
-    if not scored.columns:  # no row scored: empty prediction column, so parts keep one schema
+    if not scored.columns:  # no row scored (the part is not written)
         columns[PREDICTION] = pa.nulls(base.num_rows)
     return pa.table(columns)
 
 
 def _write_errors(folder: Path) -> str | None:
-    """errors.jsonl: the chunks' error files in part order (each written with its part, so resume keeps it exact)."""
+    """_errors.jsonl: the chunks' error files in part order (each written with its part, so resume keeps it exact)."""
     parts = sorted((folder / ERRORS_DIR).glob("part-*.jsonl")) if (folder / ERRORS_DIR).is_dir() else []
     if not parts:
         (folder / ERRORS).unlink(missing_ok=True)

@@ -225,9 +225,9 @@ def test_rows_of_the_wrong_type_go_to_errors_and_max_errors_decides(project, tmp
             "--chunk-rows", "500"]
     failed = project.cli(*args, "--max-errors", "1", check=False)
     assert failed.exit_code == 1 and "2 row(s) failed, more than --max-errors 1" in failed.output
-    assert "errors.jsonl" in failed.output and "Traceback" not in failed.output
+    assert "_errors.jsonl" in failed.output and "Traceback" not in failed.output
     project.cli(*args, "--max-errors", "2", "--overwrite")
-    errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+    errors = [json.loads(line) for line in (out / "_errors.jsonl").read_text().splitlines()]
     assert [(e["file"], e["row"]) for e in errors] == [(str(bad), 11), (str(bad), 1235)]
     assert "abc" in errors[0]["message"]
     table = read_output(out)
@@ -286,3 +286,15 @@ def test_mlflow_flavor_matches_the_service(project, tmp_path):
                 str(out), "--id-column", "id")
     rows = [list(row) for row in zip(*(source[name].to_pylist() for name in FEATURES), strict=True)]
     assert read_output(out)["prediction"].to_pylist() == served_predictions(project, "flowing:1", rows)
+
+
+def test_a_chunk_whose_every_row_fails_leaves_no_part(project, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,sepal_length,sepal_width,petal_length,petal_width\n0,5.1,3.5,1.4,0.2\n1,x,3.0,1.4,0.2\n"
+                   "2,y,3.1,1.5,0.2\n3,6.2,2.9,4.3,1.3\n")
+    out = tmp_path / "out"
+    project.cli("score-batch", "iris-classifier:1", "--input", str(bad), "--output", str(out), "--id-column", "id",
+                "--chunk-rows", "1", "--max-errors", "-1")
+    assert sorted(p.name for p in out.glob("part-*")) == ["part-00000.parquet", "part-00003.parquet"]
+    assert pq.read_table(out)["id"].to_pylist() == [0, 3]  # the folder reads as one table
+    assert len((out / "_errors.jsonl").read_text().splitlines()) == 2
