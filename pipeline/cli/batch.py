@@ -39,7 +39,8 @@ from pipeline.errors import MlopsError
 @click.option("--retries", type=click.IntRange(0), default=2, show_default=True,
               help="Retries of a chunk (or request) that fails for a reason other than its rows.")
 @click.option("--timeout", type=click.FloatRange(0, min_open=True), default=300.0, show_default=True,
-              help="Seconds a chunk (or, with --via-endpoint, a request) may take.")
+              help="Seconds a request may take with --via-endpoint, or a chunk in --workers processes (a chunk "
+                   "scored in this process is not interrupted).")
 @click.option("--max-errors", type=int, default=0, show_default=True,
               help="Rows that may fail before the run fails (-1: any number, like Azure's error_threshold).")
 @click.option("--collect", is_flag=True,
