@@ -26,6 +26,16 @@ def _ledger(app: App):
     return app.state_store().ledger()
 
 
+def _promotions(app: App, entries: list[Entry]) -> dict[int, list[str]]:
+    """Per entry, the ``Mlops-Promote`` trailers its commit brought (``mlops promote`` writes them): git is
+    asked once per applied commit, and only this working copy's git, so a commit it lacks shows none."""
+    from pipeline.gitops.promote import promotions_of
+
+    root = Path(app.file).resolve().parent
+    by_commit = {commit: promotions_of(root, commit) for commit in {e.commit for e in entries if e.commit}}
+    return {e.id: by_commit.get(e.commit, []) if e.commit and e.outcome == "ok" else [] for e in entries}
+
+
 @click.command()
 @click.argument("endpoint", required=False)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
@@ -33,14 +43,18 @@ def _ledger(app: App):
 def history(app: App, endpoint: str | None, fmt: str) -> None:
     """Every apply: when, from which commit, by whom, and what each deployment served after it."""
     entries = _ledger(app).entries(endpoint)
+    promotions = _promotions(app, entries)
     if fmt == "json":
-        click.echo(json.dumps([e.__dict__ | {"served": dict(e.served)} for e in entries], indent=2, default=dict))
+        click.echo(json.dumps([e.__dict__ | {"served": dict(e.served), "promotions": promotions[e.id]}
+                               for e in entries], indent=2, default=dict))
         return
     if not entries:
         click.echo("No applies recorded yet.")
     for entry in entries:
         commit = (entry.commit or "no commit")[:10]
         click.echo(f"#{entry.id}  {entry.time}  {commit}  {entry.author or '?'}  {entry.outcome}  {entry.summary}")
+        for promotion in promotions[entry.id]:
+            click.echo(f"    promoted {promotion}")
         for key, served in sorted(entry.served.items()):
             if endpoint is None or key.startswith(f"{endpoint}/"):
                 mirror = f", mirror {served.get('mirror')}%" if served.get("mirror") else ""
@@ -150,13 +164,7 @@ def rollback(app: App, endpoint: str, reference: str, write: bool) -> None:
     path = Path(app.file)
     text = path.read_text()
     edits, notes = rollback_edits(spec, entry, endpoint)
-    editor = Editor(text)
-    for field, value in edits:
-        editor.set(field, value)
-    new_text = editor.text
-    _check(path, new_text, entry, notes)
-    diff = "".join(difflib.unified_diff(text.splitlines(True), new_text.splitlines(True),
-                                        f"a/{path.name}", f"b/{path.name}"))
+    new_text, diff = edit_checked(path, text, edits, f"rolling back to entry #{entry.id}", notes)
     for note in notes:
         click.echo(f"note: {note}", err=True)
     if not diff:
@@ -170,17 +178,24 @@ def rollback(app: App, endpoint: str, reference: str, write: bool) -> None:
         click.echo("Run again with --write to change mlops.yaml, then commit and merge it.", err=True)
 
 
-def _check(path: Path, text: str, entry: Entry, notes: list[str]) -> None:
-    """Refuse a rolled-back file the loader rejects: mlops never writes an invalid mlops.yaml."""
+def edit_checked(path: Path, text: str, edits: list[tuple[tuple[str, ...], Any]], action: str,
+                 notes: list[str] | None = None) -> tuple[str, str]:
+    """``text`` with ``edits`` made by the spec editor, and its unified diff; refused when the loader rejects
+    the result (mlops never writes an invalid mlops.yaml). Shared by rollback and promote."""
     from pipeline.spec.loader import load
 
+    editor = Editor(text)
+    for field, value in edits:
+        editor.set(field, value)
     try:
-        load(path, text=text, name=f"{path.name} (rolled back)")
+        load(path, text=editor.text, name=f"{path.name} (edited)")
     except SpecError as error:
         why = "".join(f"\n  {problem}" for problem in error.problems)
-        hints = "".join(f"\n  note: {note}" for note in notes)
-        raise MlopsError(f"rolling back to entry #{entry.id} would make {path.name} invalid; "
-                         f"nothing written:{why}{hints}") from None
+        hints = "".join(f"\n  note: {note}" for note in notes or [])
+        raise MlopsError(f"{action} would make {path.name} invalid; nothing written:{why}{hints}") from None
+    diff = "".join(difflib.unified_diff(text.splitlines(True), editor.text.splitlines(True),
+                                        f"a/{path.name}", f"b/{path.name}"))
+    return editor.text, diff
 
 
 COMMANDS = [history, rollback]

@@ -46,9 +46,23 @@ def cli(ctx: click.Context, file: str, debug: bool) -> None:
 
 
 def _register_commands() -> None:
-    from pipeline.cli import batch, deploy, endpoints, gitops, history, images, models, monitor, render, serve, validate
+    from pipeline.cli import (
+        batch,
+        deploy,
+        endpoints,
+        gitops,
+        history,
+        images,
+        models,
+        monitor,
+        promote,
+        render,
+        serve,
+        validate,
+    )
 
-    for module in (validate, models, deploy, endpoints, serve, batch, monitor, history, gitops, images, render):
+    for module in (validate, models, deploy, endpoints, serve, batch, monitor, history, promote, gitops, images,
+                   render):
         for command in module.COMMANDS:
             cli.add_command(command)
 

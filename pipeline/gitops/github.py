@@ -4,6 +4,8 @@ The comment is found by a hidden marker (``<!-- mlops-plan -->``) among the pull
 comments and edited in place, so a pull request carries one up-to-date plan, not one per push.
 Endpoints used: ``GET /repos/{repo}/issues/{n}/comments`` (paginated by ``Link``),
 ``PATCH /repos/{repo}/issues/comments/{id}`` and ``POST /repos/{repo}/issues/{n}/comments``.
+``mlops promote --open-pr`` opens (or, for a branch that has one, updates) a pull request:
+``GET /repos/{repo}/pulls?head=OWNER:BRANCH``, ``POST /repos/{repo}/pulls``, ``PATCH /repos/{repo}/pulls/{n}``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,17 @@ from pipeline.errors import MlopsError
 
 MARKER = "<!-- mlops-plan -->"
 DEFAULT_API = "https://api.github.com"
+
+
+def _why(response: httpx.Response) -> str:
+    """GitHub's own words for a validation failure (``message`` and each ``errors[].message``), on one line."""
+    try:
+        data = response.json()
+    except ValueError:
+        return response.text[:200].replace("\n", " ")
+    parts = [str(data.get("message") or "")] + [str(e.get("message") or e.get("code") or "")
+                                                for e in data.get("errors") or [] if isinstance(e, dict)]
+    return "; ".join(p for p in parts if p) or response.text[:200].replace("\n", " ")
 
 
 class GitHub:
@@ -37,6 +50,8 @@ class GitHub:
                              "'pull-requests: write' permission on this repository")
         if response.status_code == 404:
             raise MlopsError(f"GitHub has no {url} (404): check GITHUB_REPOSITORY and the pull request number")
+        if response.status_code == 422:
+            raise MlopsError(f"GitHub refused {method} {url} (422): {_why(response)}")
         if response.status_code >= 400:
             raise MlopsError(f"GitHub answered {response.status_code} to {method} {url}: {response.text[:200]}")
         return response
@@ -63,3 +78,21 @@ class GitHub:
             return "created", response.json().get("html_url", "")
         response = self._call("PATCH", f"/repos/{self.repository}/issues/comments/{existing}", json={"body": body})
         return "updated", response.json().get("html_url", "")
+
+    def open_pull_request(self, branch: str, base: str, title: str, body: str) -> tuple[str, int, str]:
+        """Open a pull request from ``branch`` into ``base``, or update the open one it already has (a re-run
+        must not duplicate it); returns (action, number, URL)."""
+        owner = self.repository.split("/", 1)[0]
+        found = self._call("GET", f"/repos/{self.repository}/pulls",
+                           params={"head": f"{owner}:{branch}", "state": "open", "per_page": 100}).json()
+        existing = next((pr for pr in found if (pr.get("head") or {}).get("ref", branch) == branch), None)
+        if existing is None:
+            response = self._call("POST", f"/repos/{self.repository}/pulls",
+                                  json={"title": title, "head": branch, "base": base, "body": body})
+            action = "opened"
+        else:
+            response = self._call("PATCH", f"/repos/{self.repository}/pulls/{existing['number']}",
+                                  json={"title": title, "body": body})
+            action = "updated"
+        data = response.json()
+        return action, int(data.get("number") or (existing or {}).get("number") or 0), data.get("html_url", "")

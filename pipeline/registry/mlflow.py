@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import IntegrityError, ReferenceNotFound, RegistryError
+from pipeline.errors import IntegrityError, MlopsError, ReferenceNotFound, RegistryError
 from pipeline.registry.base import (
     ModelSummary,
     ModelVersion,
@@ -218,6 +218,18 @@ class MlflowRegistry:
             known = ", ".join(f"{name}@{a}" for a in sorted(aliases)) or f"'{name}' has no aliases"
             raise ReferenceNotFound(f"{name}@{alias} is not in the registry ({known})")
         return aliases[alias]
+
+    def run_info(self, name: str, version: int) -> dict[str, Any]:
+        """The MLflow run that produced a version and the metrics it logged (for a promotion's pull request);
+        empty when the version has no run (or it is gone)."""
+        raw = self._call(f"reading {name}:{version}", "get_model_version", name, str(version))
+        if not raw.run_id:
+            return {}
+        try:
+            run = self._call(f"reading the run of {name}:{version}", "get_run", raw.run_id)
+        except MlopsError:
+            return {"run_id": raw.run_id}
+        return {"run_id": raw.run_id, "metrics": dict(run.data.metrics or {})}
 
     # -- writing ---------------------------------------------------------------------------
 

@@ -66,7 +66,7 @@ def test_every_action_is_pinned_to_a_commit_with_its_version_named():
 def test_scaffolded_workflows_install_exactly_the_mlops_that_wrote_them(tmp_path):
     assert CliRunner().invoke(cli, ["init", str(tmp_path)]).exit_code == 0
     version = subprocess.run(["mlops", "--version"], capture_output=True, text=True, check=True).stdout.split()[-1]
-    for name in ("mlops-plan.yml", "mlops-apply.yml"):
+    for name in ("mlops-plan.yml", "mlops-apply.yml", "mlops-promote.yml"):
         installs = [line.strip() for line in (tmp_path / ".github" / "workflows" / name).read_text().splitlines()
                     if "pip install" in line]
         assert installs == [f'run: pip install "mlops-pipeline[mlflow]=={version}"'], name
@@ -78,7 +78,7 @@ def test_scaffolded_workflows_pass_actionlint(tmp_path):
     assert CliRunner().invoke(cli, ["init", str(tmp_path)]).exit_code == 0
     files = [str(p) for p in (tmp_path / ".github" / "workflows").glob("*.yml")]
     result = subprocess.run(["actionlint", *files], capture_output=True, text=True)
-    assert len(files) == 2 and result.returncode == 0, result.stdout + result.stderr
+    assert len(files) == 3 and result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.slow
