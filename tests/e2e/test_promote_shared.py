@@ -106,4 +106,5 @@ def test_a_registered_version_is_promoted_by_alias_through_a_pull_request(tmp_pa
         assert "nothing to change, no pull request opened" in again.stdout and len(github.pulls) == 1
     finally:
         github.server.shutdown()
-        b.mlops("destroy", "--yes", check=False)
+        for copy in copies:  # each copy started its own local endpoint
+            copy.mlops("destroy", "--yes", check=False)
