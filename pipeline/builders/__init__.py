@@ -287,6 +287,17 @@ class ImageBuilder:
             self.push(ref)
         return ref
 
+    def ensure(self, environment: str, base_image: str | None = None, host: str | None = None) -> str:
+        """The environment image by its content-hash tag on one engine, built there only when missing
+        (``mlops export``: no plan, no target, nothing pushed)."""
+        context = self.context(environment, base_image)
+        ref = image_ref(environment, context.digest())
+        client = self.client_for(host)
+        if not image_exists(client, ref):
+            data = type("Build", (), {"image": ref, "base_image": base_image, "repository": None})()
+            self._build_on(client, environment, data)
+        return ref
+
     def _python(self, context: Context) -> str:
         """The Python of the image, checked against the environment's ``python``."""
         suite = local_base.host_suite()

@@ -57,15 +57,18 @@ def repository_of(ref: str) -> str:
     return head if head and "/" not in tail else ref
 
 
-def dockerfile(base: str, model_dir: str, labels: dict[str, str]) -> str:
+def dockerfile(base: str, model_dir: str, labels: dict[str, str], tail: str = "") -> str:
     return (f"FROM {base}\n"
             f"COPY model {model_dir}\n"
-            + "".join(f'LABEL {key}="{value}"\n' for key, value in sorted(labels.items())))
+            + "".join(f'LABEL {key}="{value}"\n' for key, value in sorted(labels.items())) + tail)
 
 
-def context(base: str, model_dir: str, labels: dict[str, str], folder: Path) -> io.BytesIO:
+def context(base: str, model_dir: str, labels: dict[str, str], folder: Path, *,
+            files: dict[str, bytes] | None = None, tail: str = "") -> io.BytesIO:
     """The build context: the Dockerfile and the model's regular files, read-only for everyone, owned
-    by root, with fixed times (the same version always makes the same layer)."""
+    by root, with fixed times (the same version always makes the same layer). ``files`` and ``tail``
+    (Dockerfile lines after the labels) let an exported image add its start script without another copy
+    of this layer's rules."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         def add(name: str, data: bytes | None, mode: int) -> None:
@@ -78,7 +81,9 @@ def context(base: str, model_dir: str, labels: dict[str, str], folder: Path) -> 
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
 
-        add("Dockerfile", dockerfile(base, model_dir, labels).encode(), 0o644)
+        add("Dockerfile", dockerfile(base, model_dir, labels, tail).encode(), 0o644)
+        for name, data in sorted((files or {}).items()):
+            add(name, data, 0o444)
         add("model", None, 0o555)
         for path in sorted(folder.rglob("*")):
             relative = path.relative_to(folder).as_posix()
@@ -158,14 +163,25 @@ class ModelImages:
             digest = self.images.push(ref, client=self.client)
         return f"{repository}@{digest}"
 
-    def _build(self, ref: str, base: str, env_ref: str, model: ModelLayer) -> None:
+    def build_local(self, ref: str, env_ref: str, model: ModelLayer, *, labels: dict[str, str] | None = None,
+                    files: dict[str, bytes] | None = None, tail: str = "") -> str:
+        """The model image ``ref`` on the local environment image ``env_ref``, built on this engine when
+        missing and never pushed (``mlops export`` ships it as a file); returns ``ref``."""
+        if not image_exists(self.client, ref):
+            self._build(ref, env_ref, env_ref, model, labels=labels, files=files, tail=tail)
+        return ref
+
+    def _build(self, ref: str, base: str, env_ref: str, model: ModelLayer, *, labels: dict[str, str] | None = None,
+               files: dict[str, bytes] | None = None, tail: str = "") -> None:
         project = self.images.spec.project_id()
-        labels = {PROJECT_LABEL: project, MODEL_LABEL: model.name, MODEL_VERSION_LABEL: str(model.version),
-                  MODEL_DIGEST_LABEL: model.digest, ENVIRONMENT_IMAGE_LABEL: env_ref}
+        labels = {**(labels or {}), PROJECT_LABEL: project, MODEL_LABEL: model.name,
+                  MODEL_VERSION_LABEL: str(model.version), MODEL_DIGEST_LABEL: model.digest,
+                  ENVIRONMENT_IMAGE_LABEL: env_ref}
         self.builds += 1
         self.images.progress(f"building {ref} (the model {model.name}:{model.version} on {env_ref})")
+        build_context = context(base, self.model_dir, labels, model.path, files=files, tail=tail)
         try:
-            for chunk in self.client.api.build(fileobj=context(base, self.model_dir, labels, model.path),
+            for chunk in self.client.api.build(fileobj=build_context,
                                                custom_context=True, tag=ref, rm=True, forcerm=True, decode=True):
                 if "error" in chunk:
                     raise BuildError(f"building {ref} failed: {chunk['error'].strip()}")

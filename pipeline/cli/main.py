@@ -50,6 +50,7 @@ def _register_commands() -> None:
         batch,
         deploy,
         endpoints,
+        export,
         gitops,
         history,
         images,
@@ -62,7 +63,7 @@ def _register_commands() -> None:
     )
 
     for module in (validate, models, deploy, endpoints, serve, batch, monitor, history, promote, gitops, images,
-                   render):
+                   render, export):
         for command in module.COMMANDS:
             cli.add_command(command)
 
