@@ -49,7 +49,9 @@ def bundle(docker_engine, tmp_path_factory):
     base = os.environ.get("MLOPS_TEST_BASE_IMAGE", "python:3.11-slim")
     mlops(root, "export", f"{MODEL}:1", "--output", str(out), "--base-image", base)
     yield {"root": root, "out": out, "base": base, "bundle": json.loads((out / "bundle.json").read_text())}
-    docker_engine.images.remove(json.loads((out / "bundle.json").read_text())["image"], force=True)
+    made = json.loads((out / "bundle.json").read_text())
+    for ref in (made["image"], made["environment_image"]):  # this test's project id: its images only
+        docker_engine.images.remove(ref, force=True)
 
 
 @pytest.fixture(scope="module")
