@@ -34,10 +34,11 @@ PORT = 8080
 MODEL_DIR = "/var/lib/mlops/model"
 HEALTH_PATH, READY_PATH = "/v2/health/live", "/v2/health/ready"
 ENV_VARS = {  # what the start script reads from the device's environment
-    "MLOPS_PRIMARY_KEY": "key auth on: requests carry Authorization: Bearer <key> (unset: no auth)",
+    "MLOPS_PRIMARY_KEY": "requests carry Authorization: Bearer <key>; required unless MLOPS_AUTH=none",
     "MLOPS_SECONDARY_KEY": "a second accepted key, for rotation (default: none)",
     "MLOPS_PORT": f"the port served inside the container (default {PORT})",
     "MLOPS_LOG_LEVEL": "debug, info, warning or error (default info)",
+    "MLOPS_AUTH": "none: serve without keys (only where the network itself is trusted); default key",
 }
 SECRET_VARS = ("MLOPS_PRIMARY_KEY", "MLOPS_SECONDARY_KEY")
 CREATE_OPTIONS_CHUNK = 512
@@ -58,6 +59,9 @@ if sys.argv[1:] == ["--health"]:
 config["log_level"] = (os.environ.get("MLOPS_LOG_LEVEL") or config["log_level"]).lower()
 folder = tempfile.mkdtemp(prefix="mlops-")
 primary = os.environ.get("MLOPS_PRIMARY_KEY")
+if not primary and os.environ.get("MLOPS_AUTH") != "none":  # fail closed: a missing secret never opens the model
+    sys.exit("mlops: MLOPS_PRIMARY_KEY is not set; set it (requests then carry Authorization: Bearer <key>) "
+             "or set MLOPS_AUTH=none to serve without keys")
 if primary:
     keys = {{"primary": primary, "secondary": os.environ.get("MLOPS_SECONDARY_KEY") or primary}}
     config["keys_file"] = os.path.join(folder, "keys.json")

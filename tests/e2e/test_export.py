@@ -118,6 +118,9 @@ def test_the_bundle_loads_and_answers_on_a_fresh_engine_without_network(bundle, 
     assert images.stdout.strip() == ""  # nothing but what the tarball brings
     started = time.monotonic()
     subprocess.run(["docker", "load", "-i", str(tarball)], env=fresh_engine, check=True, capture_output=True)
+    keyless = subprocess.run(["docker", "run", "--rm", "--network", "none", info["image"]], env=fresh_engine,
+                             capture_output=True, text=True, timeout=120)
+    assert keyless.returncode != 0 and "MLOPS_PRIMARY_KEY is not set" in keyless.stderr  # fails closed
     name = f"edge-{os.getpid()}"
     subprocess.run(["docker", "run", "-d", "--name", name, "--network", "none", "--read-only", "--tmpfs", "/tmp",
                     "-e", "MLOPS_PRIMARY_KEY=edge-key", info["image"]], env=fresh_engine, check=True,
