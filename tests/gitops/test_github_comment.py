@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -12,56 +9,29 @@ from click.testing import CliRunner
 
 from pipeline.cli.main import cli
 from pipeline.gitops.github import MARKER
+from tests.gitops.fake_github import FakeGitHubServer
 
 
-class FakeGitHub:
+class FakeGitHub(FakeGitHubServer):
     """Pages of comments on pull request 7 of acme/models; records every request."""
 
     def __init__(self, pages: list[list[dict]], status: int = 200):
-        self.pages, self.status, self.requests = pages, status, []
-        fake = self
+        self.pages, self.status = pages, status
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _reply(self, status: int, body, headers=None):
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                for key, value in (headers or {}).items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _record(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length)) if length else None
-                fake.requests.append((self.command, self.path, dict(self.headers), body))
-                return body
-
-            def do_GET(self):
-                self._record()
-                if fake.status != 200:
-                    return self._reply(fake.status, {"message": "Resource not accessible by integration"})
-                page = int(parse_qs(urlparse(self.path).query).get("page", ["1"])[0])
-                headers = {}
-                if page < len(fake.pages):
-                    url = f"http://127.0.0.1:{fake.port}/repos/acme/models/issues/7/comments?page={page + 1}"
-                    headers["Link"] = f'<{url}>; rel="next"'
-                self._reply(200, fake.pages[page - 1], headers)
-
-            def do_POST(self):
-                body = self._record()
-                self._reply(201, {"id": 99, "body": body["body"], "html_url": "https://example.invalid/c/99"})
-
-            def do_PATCH(self):
-                body = self._record()
-                self._reply(200, {"id": int(self.path.rsplit("/", 1)[1]), "body": body["body"]})
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def handle(self, method: str, path: str, body):
+        if method == "POST":
+            return 201, {"id": 99, "body": body["body"], "html_url": "https://example.invalid/c/99"}, {}
+        if method == "PATCH":
+            return 200, {"id": int(path.rsplit("/", 1)[1]), "body": body["body"]}, {}
+        if self.status != 200:
+            return self.status, {"message": "Resource not accessible by integration"}, {}
+        page = int(parse_qs(urlparse(path).query).get("page", ["1"])[0])
+        headers = {}
+        if page < len(self.pages):
+            url = f"{self.url}/repos/acme/models/issues/7/comments?page={page + 1}"
+            headers["Link"] = f'<{url}>; rel="next"'
+        return 200, self.pages[page - 1], headers
 
     def post(self, tmp_path, body="### plan\n"):
         path = tmp_path / "plan.md"

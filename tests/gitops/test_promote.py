@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -17,6 +14,7 @@ from pipeline.errors import MlopsError
 from pipeline.gitops.promote import promotions_of, rebalance
 from pipeline.registry import open_registry
 from pipeline.spec.loader import load
+from tests.gitops.fake_github import FakeGitHubServer
 
 SPEC = """\
 # the scoring endpoint of the team
@@ -127,57 +125,32 @@ def test_what_cannot_be_promoted_is_refused_clearly(project, args, message):
     assert "Traceback" not in result.output and (project / "mlops.yaml").read_text() == SPEC
 
 
-class FakePulls:
+class FakePulls(FakeGitHubServer):
     """GitHub's pulls endpoints for acme/models, keeping the pull requests opened; ``status`` fails them all."""
 
     def __init__(self, status: int = 200, error: dict | None = None):
+        self.status, self.error = status, error
         self.pulls: list[dict] = []
-        self.requests: list[tuple[str, str, dict | None]] = []
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _reply(self, status: int, body):
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _record(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length)) if length else None
-                fake.requests.append((self.command, self.path, body))
-                return body
-
-            def do_GET(self):
-                self._record()
-                if status == 403:
-                    return self._reply(403, {"message": "Resource not accessible by integration"})
-                head = parse_qs(urlparse(self.path).query)["head"][0]
-                self._reply(200, [p for p in fake.pulls if f"acme:{p['head']['ref']}" == head])
-
-            def do_POST(self):
-                body = self._record()
-                if status != 200:
-                    return self._reply(status, error or {})
-                pull = {"number": len(fake.pulls) + 1, "head": {"ref": body["head"]}, "base": {"ref": body["base"]},
-                        "title": body["title"], "body": body["body"], "html_url": "https://example.invalid/pull/1"}
-                fake.pulls.append(pull)
-                self._reply(201, pull)
-
-            def do_PATCH(self):
-                body = self._record()
-                pull = fake.pulls[int(self.path.rsplit("/", 1)[1]) - 1]
-                pull.update(body)
-                self._reply(200, pull)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        super().__init__()
         self.env = {"GITHUB_TOKEN": "t0ken", "GITHUB_REPOSITORY": "acme/models", "GITHUB_ACTOR": "ci-bot",
-                    "GITHUB_API_URL": f"http://127.0.0.1:{self.server.server_address[1]}"}
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+                    "GITHUB_API_URL": self.url}
+
+    def handle(self, method: str, path: str, body):
+        if method == "GET":
+            if self.status == 403:
+                return 403, {"message": "Resource not accessible by integration"}, {}
+            head = parse_qs(urlparse(path).query)["head"][0]
+            return 200, [p for p in self.pulls if f"acme:{p['head']['ref']}" == head], {}
+        if method == "PATCH":
+            pull = self.pulls[int(path.rsplit("/", 1)[1]) - 1]
+            pull.update(body)
+            return 200, pull, {}
+        if self.status != 200:
+            return self.status, self.error or {}, {}
+        pull = {"number": len(self.pulls) + 1, "head": {"ref": body["head"]}, "base": {"ref": body["base"]},
+                "title": body["title"], "body": body["body"], "html_url": "https://example.invalid/pull/1"}
+        self.pulls.append(pull)
+        return 201, pull, {}
 
 
 @pytest.fixture
