@@ -12,9 +12,28 @@ import socket
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, Self, runtime_checkable
 
 import psutil
+
+
+@runtime_checkable
+class Lock(Protocol):
+    """What an apply needs of a lock, wherever it lives (a local file, an MLflow server, a cluster)."""
+
+    id: str | None
+
+    def acquire(self, timeout: float = 30.0) -> Self: ...
+
+    def release(self) -> None: ...
+
+    def holder(self) -> dict | None: ...
+
+    def force_unlock(self, lock_id: str) -> dict: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, *exc: object) -> None: ...
 
 
 def _start_time(pid: int) -> float | None:

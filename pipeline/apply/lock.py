@@ -18,10 +18,10 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, Self, runtime_checkable
 
 from pipeline.errors import LockError
 from pipeline.lockinfo import (  # noqa: F401 - re-exported: the names every lock shares
+    Lock,
     ci_run_url,
     describe_holder,
     held_message,
@@ -32,25 +32,6 @@ from pipeline.lockinfo import (  # noqa: F401 - re-exported: the names every loc
 )
 
 POLL_SECONDS = 0.2
-
-
-@runtime_checkable
-class Lock(Protocol):
-    """What an apply needs of a lock, wherever it lives (a local file, an MLflow server)."""
-
-    id: str | None
-
-    def acquire(self, timeout: float = 30.0) -> Self: ...
-
-    def release(self) -> None: ...
-
-    def holder(self) -> dict | None: ...
-
-    def force_unlock(self, lock_id: str) -> dict: ...
-
-    def __enter__(self) -> Self: ...
-
-    def __exit__(self, *exc: object) -> None: ...
 
 
 class StateLock:

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol, Self
+from typing import Protocol
 
+from pipeline.lockinfo import Lock
 from pipeline.spec.model import Deployment, Endpoint
 from pipeline.state import ObservedDeployment, ObservedEndpoint
 
@@ -46,24 +47,11 @@ class DeployRequest:
     baseline: str | None = None  # the model's baseline CSV, relative to its folder (its header names the columns)
 
 
-class TargetLock(Protocol):
+class TargetLock(Lock, Protocol):
     """A lock that lives where the target runs (a cluster's Lease), so applies from other machines and
-    other state stores wait too; the same contract as ``pipeline.apply.lock.Lock``."""
+    other state stores wait too."""
 
-    id: str | None
     scope: str  # what it guards (targets sharing a scope share one lock: it is taken once)
-
-    def acquire(self, timeout: float = 30.0) -> Self: ...
-
-    def release(self) -> None: ...
-
-    def holder(self) -> dict | None: ...
-
-    def force_unlock(self, lock_id: str) -> dict: ...
-
-    def __enter__(self) -> Self: ...
-
-    def __exit__(self, *exc: object) -> None: ...
 
 
 class Target(Protocol):
