@@ -16,7 +16,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Protocol
 
 from pipeline.apply.journal import Journal
@@ -190,12 +190,7 @@ class Executor:
     def _baseline_in_model(self, name: str) -> str | None:
         """The model's baseline as a path inside its registered folder (where the service can read it)."""
         model = self.spec.models.get(name)
-        if model is None or not model.baseline:
-            return None
-        try:
-            return PurePosixPath(model.baseline).relative_to(PurePosixPath(model.path)).as_posix()
-        except ValueError:
-            return None  # outside the model's folder: not part of the version the service loads
+        return model.baseline_in_folder() if model is not None else None
 
     def _resolve_model(self, data: DeployData) -> ResolvedModel:
         """The version a deploy step means: pinned, or the one registered for the planned digest."""

@@ -162,14 +162,9 @@ def _resolve(app: App, source: str) -> dict[str, Any]:
 
 def _baseline(spec, name: str, model_dir: Path) -> str | None:
     """The model's baseline inside its registered folder, as the scoring service is given it (names the columns)."""
-    from pathlib import PurePosixPath
-
     model = spec.models.get(name)
-    if model is None or not model.baseline:
-        return None
-    try:
-        relative = PurePosixPath(model.baseline).relative_to(PurePosixPath(model.path))
-    except ValueError:
+    relative = model.baseline_in_folder() if model is not None else None
+    if relative is None:
         return None
     path = model_dir / relative
     return str(path) if path.is_file() else None

@@ -18,6 +18,7 @@ import click
 from pipeline.cli.context import App, pass_app
 from pipeline.errors import MlopsError
 
+MAX_REPLAY = 1_000_000  # requests held in memory at once by --replay
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
 
 
@@ -59,14 +60,31 @@ def refuse_local_state_in_ci(app: App, allowed: bool, command: str) -> None:
                      "'Sharing state'), or pass --allow-local-state")
 
 
-def _render(plan, fmt: str) -> str:
+def _render(plan, fmt: str, replay: tuple[int, list[dict[str, Any]]] | None = None) -> str:
+    """The plan, and after it what replaying collected requests on the candidates found (``--replay``)."""
+    from pipeline.monitor import replay as replayed
     from pipeline.plan import render_json, render_markdown, render_text
 
     if fmt == "json":
-        return render_json(plan)
+        if replay is None:
+            return render_json(plan)
+        limit, cases = replay
+        return json.dumps(plan.to_dict() | {"replay": {"limit": limit, "cases": cases}}, indent=2, sort_keys=True,
+                          default=str) + "\n"
     if fmt == "markdown":
-        return render_markdown(plan)
-    return render_text(plan, color=sys.stdout.isatty())
+        text = render_markdown(plan)
+        return text if replay is None else f"{text}\n{replayed.render_markdown(*replay)}"
+    text = render_text(plan, color=sys.stdout.isatty())
+    return text if replay is None else f"{text}\n\n{replayed.render_text(*replay)}"
+
+
+def _replay(service, plan, limit: int) -> tuple[int, list[dict[str, Any]]]:
+    """Send the last ``limit`` collected requests of each live deployment a step replaces to its candidate."""
+    from pipeline.apply import replay
+    from pipeline.apply.observe import served
+
+    found = replay.cases(plan, served(service.spec, service.targets))
+    return limit, replay.run(service.spec, service.registry, service.targets, found, limit)
 
 
 @click.command()
@@ -81,14 +99,20 @@ def _render(plan, fmt: str) -> str:
               "(for a pull request: origin/main).")
 @click.option("--no-live", is_flag=True, help="With --base: review the mlops.yaml change alone, reading no "
               "registry or target (a pull request from a fork has no credentials for them).")
+@click.option("--replay", type=click.IntRange(1, MAX_REPLAY), metavar="N",
+              help="Send the last N collected requests of each live deployment a step replaces to the new model "
+                   "version in this process, and show how its answers differ.")
 @pass_app
 def plan(app: App, out: Path | None, fmt: str, detailed_exitcode: bool, prune: bool | None,
-         targets: tuple[str, ...], base: str | None, no_live: bool) -> None:
+         targets: tuple[str, ...], base: str | None, no_live: bool, replay: int | None) -> None:
     """Show what apply would change: register → build → deploy/update → traffic → delete."""
     if no_live and (base is None or out is not None or fmt == "json"):
         raise MlopsError("--no-live shows only the review of the change since --base REF; it makes no plan to "
                          "save (--out) or print as JSON")
-    result = None if no_live else deployer(app).plan(prune, targets)
+    if no_live and replay:
+        raise MlopsError("--replay reads the collected requests and the registry; --no-live reads neither")
+    service = None if no_live else deployer(app)
+    result = None if service is None else service.plan(prune, targets)
     if base:
         from pipeline.gitops.review import base_section
 
@@ -96,7 +120,7 @@ def plan(app: App, out: Path | None, fmt: str, detailed_exitcode: bool, prune: b
     if result is None:
         click.echo(NO_LIVE_PLAN)
         return
-    click.echo(_render(result, fmt))
+    click.echo(_render(result, fmt, _replay(service, result, replay) if replay else None))
     if out:
         out.write_text(result.to_json())
         click.echo(f"Saved the plan to {out}; apply it with: mlops apply {out}", err=True)

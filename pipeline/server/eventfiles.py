@@ -18,7 +18,8 @@ line of a process killed mid-write, or any corrupt line) is skipped and counted 
 ``EventReader.skipped``; reading never fails because of one bad line. ``EventReader.files_read``
 counts the files opened, so an empty window can say how much was looked at. Each event is a
 ``pipeline.server.events.Event``, the record the collector writes; a line that holds none (no
-``time``, a field of the wrong type) is skipped and counted too.
+``time``, a field of the wrong type) is skipped and counted too. ``EventReader.newest(n)`` is the
+bounded read of the last ``n`` events (``mlops plan --replay``): periods from the newest back.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from itertools import groupby
 from pathlib import Path
@@ -191,13 +193,29 @@ class EventReader:
         moment = _utc(moment) or moment
         return (self.since is None or moment >= self.since) and (self.until is None or moment < self.until)
 
+    def _period(self, group: Iterator[tuple[str, Path]]) -> Iterator[Event]:
+        """The events of one period's files (one per process), merged in time order."""
+        streams = [self._lines(path) for _, path in group]
+        if len(streams) == 1:
+            return streams[0]
+        return heapq.merge(*streams, key=lambda event: event.time)
+
     def _read(self) -> Iterator[Event]:
         for _, group in groupby(self._files(), key=lambda item: item[0]):
-            streams = [self._lines(path) for _, path in group]
-            if len(streams) == 1:
-                yield from streams[0]
-            else:
-                yield from heapq.merge(*streams, key=lambda event: event.time)
+            yield from self._period(group)
+
+    def newest(self, limit: int, keep: Callable[[Event], bool] = lambda event: True) -> list[Event]:
+        """The last ``limit`` events ``keep`` accepts, in time order, read from the newest period back:
+        older periods are never opened once enough is found, and at most ``limit`` events are held."""
+        found: list[Event] = []
+        periods = [list(group) for _, group in groupby(self._files(), key=lambda item: item[0])]
+        for period in reversed(periods):
+            if len(found) >= limit:
+                break
+            tail = deque((event for event in self._period(iter(period)) if keep(event)),
+                         maxlen=limit - len(found))
+            found[:0] = tail
+        return found
 
 
 def read_events(data_dir: Path, endpoint: str | None = None, deployment: str | None = None,

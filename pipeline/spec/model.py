@@ -70,6 +70,18 @@ class Model:
     tags: Mapping[str, str] = field(default_factory=dict)
     baseline: str | None = None  # reference data (CSV or JSON lines) for drift
 
+    def baseline_in_folder(self) -> str | None:
+        """The baseline's path inside the model's folder (a loaded model reads its header for the column
+        names), or None when it has none there."""
+        from pathlib import PurePosixPath
+
+        if not self.baseline:
+            return None
+        try:
+            return str(PurePosixPath(self.baseline).relative_to(PurePosixPath(self.path)))
+        except ValueError:
+            return None
+
 
 @dataclass(frozen=True)
 class Environment:
