@@ -102,6 +102,8 @@ class Candidates:
                 self.loaded[key] = (loaded, origin, None)
             except ModelLoadError as error:
                 self.loaded[key] = (None, origin, str(error))
+            except Exception as error:  # a file the flavor's library cannot read: the candidate's fault
+                self.loaded[key] = (None, origin, f"{type(error).__name__}: {error}")
         return self.loaded[key]
 
 

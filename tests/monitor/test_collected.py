@@ -65,3 +65,17 @@ def test_lines_of_older_collectors_still_read_and_ones_holding_no_event_are_skip
     assert (event.id, event.status, event.inputs, event.deployment, event.latency_ms) == \
         ("old", 200, {"data": [[1]]}, None, None)
     assert reader.skipped == 1
+
+
+def test_newest_reads_the_last_events_from_the_newest_periods_back(tmp_path):
+    _write(tmp_path, "ep/blue/2024/05/01/12/00-1-a.jsonl", [_event("2024-05-01T12:00:01.000000+00:00", 0)])
+    _write(tmp_path, "ep/blue/2024/05/01/13/00-1-a.jsonl", [_event("2024-05-01T13:00:01.000000+00:00", 1),
+                                                            _event("2024-05-01T13:00:03.000000+00:00", 3)])
+    _write(tmp_path, "ep/blue/2024/05/01/13/00-2-b.jsonl", [_event("2024-05-01T13:00:02.000000+00:00", 2)])
+    _write(tmp_path, "ep/blue/2024/05/01/14/00-1-a.jsonl", [_event("2024-05-01T14:00:01.000000+00:00", 4),
+                                                            {**_event("2024-05-01T14:00:02.000000+00:00", 5),
+                                                             "status": 500}])
+    reader = read_events(tmp_path, "ep", "blue")
+    assert [e.id for e in reader.newest(3, lambda e: not e.failed)] == ["id2", "id3", "id4"]
+    assert reader.files_read == 3  # the oldest hour was never opened
+    assert [e.id for e in read_events(tmp_path, "ep", "blue").newest(10)] == [f"id{n}" for n in range(6)]
