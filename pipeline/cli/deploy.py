@@ -83,7 +83,8 @@ def _replay(service, plan, limit: int) -> tuple[int, list[dict[str, Any]]]:
     from pipeline.apply import replay
     from pipeline.apply.observe import served
 
-    found = replay.cases(plan, served(service.spec, service.targets))
+    joins = any(step.kind == "deploy" for step in plan.steps)  # only a new deployment asks what serves beside it
+    found = replay.cases(plan, served(service.spec, service.targets) if joins else {})
     return limit, replay.run(service.spec, service.registry, service.targets, found, limit)
 
 
