@@ -115,6 +115,9 @@ def test_regressor_replay_reports_the_prediction_shift(tmp_path):
     assert report["kind"] == "numbers" and report["agreement"] == 0.0
     assert report["mean_absolute_change"] == pytest.approx(5.0, abs=1e-6)
     assert report["candidate"]["mean"] - report["live"]["mean"] == pytest.approx(5.0, abs=1e-6)
+    text = render_text(20, [{"step": "update:r/blue", "source": "r/blue", "live_model": "r:1", "candidate_model": "r:2",
+                             "candidate_from": "registered", "result": report}])
+    assert "mean absolute change 5" in text and f"PSI {report['psi']:.4f}" in text
 
 
 def test_renderers_show_agreement_confusion_and_what_was_not_replayed():
