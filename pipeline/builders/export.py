@@ -87,6 +87,9 @@ class ExportRequest:
     signature: dict = field(default_factory=dict)
     baseline: str | None = None  # relative to the model folder
     overwrite: bool = False
+    endpoint: str | None = None  # the names the service reports (metrics, collected events); None: the model's
+    deployment: str = "edge"
+    labels: dict[str, str] = field(default_factory=dict)  # more image labels (an edge target's ownership)
 
 
 @dataclass
@@ -113,7 +116,8 @@ def _git(root: Path, *args: str) -> str | None:
 def server_config(request: ExportRequest) -> dict:
     """The ServerConfig JSON baked in: no keys file (the start script adds one from the environment)."""
     return {"model_dir": MODEL_DIR, "flavor": request.flavor, "model_name": request.model.name,
-            "model_version": request.model.version, "endpoint": _slug(request.model.name), "deployment": "edge",
+            "model_version": request.model.version,
+            "endpoint": request.endpoint or _slug(request.model.name), "deployment": request.deployment,
             "host": "0.0.0.0", "port": PORT, "keys_file": None, "data_dir": None,
             "baseline": f"{MODEL_DIR}/{request.baseline}" if request.baseline else None, "log_level": "info"}
 
@@ -341,7 +345,7 @@ def export(builder: ImageBuilder, request: ExportRequest, progress: Callable[[st
            "org.opencontainers.image.created": created,
            "org.opencontainers.image.description": f"mlops scoring service for {request.model.name}",
            "mlops.model.name": request.model.name, "mlops.model.version": str(request.model.version),
-           "mlops.model.digest": request.model.digest, "mlops.content-digest": content}
+           "mlops.model.digest": request.model.digest, "mlops.content-digest": content, **request.labels}
     images = ModelImages(builder, "", None, MODEL_DIR)
     progress(f"image {ref} (environment {env_ref})")
     images.build_local(ref, env_ref, request.model, labels=oci, files=files, tail=tail)
