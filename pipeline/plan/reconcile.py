@@ -28,7 +28,7 @@ from pipeline.plan.model import (
 )
 from pipeline.spec.model import Deployment, Endpoint, Spec, settings_digest
 from pipeline.spec.target_kinds import EnvironmentKind
-from pipeline.state import RUNNING, Actual, ObservedDeployment
+from pipeline.state import DEGRADED, RUNNING, Actual, ObservedDeployment
 
 
 @dataclass(frozen=True)
@@ -211,7 +211,8 @@ class _Planner:
         if observed.status != RUNNING:
             changed.append("status")
             have["status"], wanted["status"] = observed.status, RUNNING
-            what.append(f"drift: the bundle is {observed.status} (its files changed outside mlops)")
+            what.append("drift: " + ("its image is not in the image repository yet" if observed.status == DEGRADED
+                                     else "its files are missing or changed outside mlops"))
         if not changed:
             return
         self.steps.append(Step(id=f"export:{deployment.key}", kind=StepKind.EXPORT, action=Action.REPLACE,

@@ -87,7 +87,7 @@ def test_a_format_change_or_a_damaged_bundle_rewrites_it(spec):
                                   lab=bundle("lab", status=STOPPED, ready_instances=0)))
     assert [(s.id, s.before) for s in plan.steps] == [("export:iris/field", {"format": "docker-archive"}),
                                                        ("export:iris/lab", {"status": STOPPED})]
-    assert "the bundle is stopped" in plan.steps[1].reason
+    assert "its files are missing or changed outside mlops" in plan.steps[1].reason
 
 
 def test_a_bundle_removed_from_the_file_is_deleted_with_prune(spec):
