@@ -1,6 +1,7 @@
 """``type: edge`` through the real CLI and the real Docker engine: apply writes the bundle (and pushes its image to a
 loopback image repository when the ``docker-registry`` server is installed), a second plan sees no change, a new
-model version is planned as an export step and apply rewrites the bundle, ``status`` lists it."""
+model version is planned as an export step and apply rewrites the bundle, ``status`` lists it, ``destroy`` removes
+it."""
 
 from __future__ import annotations
 
@@ -110,6 +111,8 @@ def test_apply_writes_the_bundle_and_rewrites_it_only_when_the_model_changes(rep
         assert rewritten["version"] == 2 and rewritten["content_digest"] != bundle["content_digest"]
         assert sorted(p.name for p in folder.glob("*.tar")) == ["iris-classifier-2.oci.tar"]  # the old one is gone
         assert repo.mlops("plan", "--detailed-exitcode").stdout.startswith("No changes.")
+        repo.mlops("destroy", "--yes")
+        assert not folder.exists() and (root / "dist" / "edge").is_dir()  # the bundle goes, the output folder stays
     finally:
         for ref in made:  # this test's images only
             try:
