@@ -135,10 +135,13 @@ def image_files(request: ExportRequest) -> tuple[dict[str, bytes], str]:
 
 
 def content_digest(request: ExportRequest, env_ref: str, files: dict[str, bytes], tail: str) -> str:
-    """What the bundle is made of: environment (its content-hash tag), model digest, start files, format."""
+    """What the bundle is made of: environment (its content-hash tag), model digest, start files, format, and
+    the extra labels (the image is found by a tag made of this digest, so two owners never share one)."""
     digest = hashlib.sha256(f"{env_ref}\0{request.model.digest}\0{request.format}\0{tail}".encode())
     for name, data in sorted(files.items()):
         digest.update(f"\0{name}\0".encode() + hashlib.sha256(data).digest())
+    for label, value in sorted(request.labels.items()):  # an edge target's ownership: its own image, never another's
+        digest.update(f"\0label\0{label}\0{value}".encode())
     return "sha256:" + digest.hexdigest()
 
 
