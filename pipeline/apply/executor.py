@@ -24,6 +24,7 @@ from pipeline.errors import MlopsError, ReferenceNotFound, TargetError
 from pipeline.plan.model import BuildData, DeployData, RemoveData
 from pipeline.spec.checks import VAR_REF
 from pipeline.spec.model import Spec, settings_digest
+from pipeline.state import ObservedDeployment
 from pipeline.targets.base import DeployRequest, ResolvedModel, Target
 
 RETRIES = 3
@@ -145,7 +146,18 @@ class Executor:
         return observed.url or ""
 
     def _deploy(self, step, outcome: Outcome) -> str:
-        data: DeployData = step.data
+        observed = self._start(step.data)
+        return f"{observed.model} ready ({observed.ready_instances}/{observed.instance_count} instances)"
+
+    _update = _deploy
+
+    def _export(self, step, outcome: Outcome) -> str:
+        observed = self._start(step.data)
+        detail = observed.detail
+        return f"{observed.model} in {detail.get('folder')} ({(detail.get('tarball_size') or 0) / 1e6:.1f} MB)"
+
+    def _start(self, data: DeployData) -> ObservedDeployment:
+        """Deploy (or export) what a deploy, update or export step names; the target's observed result."""
         endpoint = self.spec.endpoints[data.endpoint]
         deployment = endpoint.deployments[data.deployment]
         model = self._resolve_model(data)
@@ -161,10 +173,7 @@ class Executor:
         target.ensure_endpoint(endpoint)
         # protected before it serves: a crash from here on leaves it undeletable, never unprotected
         self.registry.add_usage(f"{deployment.key} (being deployed)", model.name, model.version)
-        observed = target.deploy(request)
-        return f"{model.ref} ready ({observed.ready_instances}/{observed.instance_count} instances)"
-
-    _update = _deploy
+        return target.deploy(request)
 
     def _traffic(self, step, outcome: Outcome) -> str:
         endpoint = self.spec.endpoints[step.data.endpoint]

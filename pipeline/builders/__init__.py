@@ -239,7 +239,7 @@ class ImageBuilder:
                  if self.spec.targets[name].kind.environment is EnvironmentKind.IMAGE]
         if data is not None:
             found = [t for t in found if t.base_image == data.base_image
-                     and t.image_repository == data.repository]
+                     and t.environment_repository == data.repository]
         return found
 
     def base_image(self, environment: Environment, target_base: str | None) -> str:
@@ -265,7 +265,7 @@ class ImageBuilder:
                     continue
                 digest = self.context(deployment.environment, target.base_image).digest()
                 digests.setdefault(target.type, {})[deployment.environment] = digest
-                ref = image_ref(deployment.environment, digest, target.image_repository)
+                ref = image_ref(deployment.environment, digest, target.environment_repository)
                 refs.setdefault(target.name, {})[deployment.environment] = ref
                 wanted.setdefault(ref, set()).add(target.host)
         for ref, hosts in wanted.items():

@@ -87,6 +87,9 @@ class ExportRequest:
     signature: dict = field(default_factory=dict)
     baseline: str | None = None  # relative to the model folder
     overwrite: bool = False
+    endpoint: str | None = None  # the names the service reports (metrics, collected events); None: the model's
+    deployment: str = "edge"
+    labels: dict[str, str] = field(default_factory=dict)  # more image labels (an edge target's ownership)
 
 
 @dataclass
@@ -113,7 +116,8 @@ def _git(root: Path, *args: str) -> str | None:
 def server_config(request: ExportRequest) -> dict:
     """The ServerConfig JSON baked in: no keys file (the start script adds one from the environment)."""
     return {"model_dir": MODEL_DIR, "flavor": request.flavor, "model_name": request.model.name,
-            "model_version": request.model.version, "endpoint": _slug(request.model.name), "deployment": "edge",
+            "model_version": request.model.version,
+            "endpoint": request.endpoint or _slug(request.model.name), "deployment": request.deployment,
             "host": "0.0.0.0", "port": PORT, "keys_file": None, "data_dir": None,
             "baseline": f"{MODEL_DIR}/{request.baseline}" if request.baseline else None, "log_level": "info"}
 
@@ -131,10 +135,13 @@ def image_files(request: ExportRequest) -> tuple[dict[str, bytes], str]:
 
 
 def content_digest(request: ExportRequest, env_ref: str, files: dict[str, bytes], tail: str) -> str:
-    """What the bundle is made of: environment (its content-hash tag), model digest, start files, format."""
+    """What the bundle is made of: environment (its content-hash tag), model digest, start files, format, and
+    the extra labels (the image is found by a tag made of this digest, so two owners never share one)."""
     digest = hashlib.sha256(f"{env_ref}\0{request.model.digest}\0{request.format}\0{tail}".encode())
     for name, data in sorted(files.items()):
         digest.update(f"\0{name}\0".encode() + hashlib.sha256(data).digest())
+    for label, value in sorted(request.labels.items()):  # an edge target's ownership: its own image, never another's
+        digest.update(f"\0label\0{label}\0{value}".encode())
     return "sha256:" + digest.hexdigest()
 
 
@@ -341,7 +348,7 @@ def export(builder: ImageBuilder, request: ExportRequest, progress: Callable[[st
            "org.opencontainers.image.created": created,
            "org.opencontainers.image.description": f"mlops scoring service for {request.model.name}",
            "mlops.model.name": request.model.name, "mlops.model.version": str(request.model.version),
-           "mlops.model.digest": request.model.digest, "mlops.content-digest": content}
+           "mlops.model.digest": request.model.digest, "mlops.content-digest": content, **request.labels}
     images = ModelImages(builder, "", None, MODEL_DIR)
     progress(f"image {ref} (environment {env_ref})")
     images.build_local(ref, env_ref, request.model, labels=oci, files=files, tail=tail)

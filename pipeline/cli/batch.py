@@ -138,7 +138,7 @@ def _resolve(app: App, source: str) -> dict[str, Any]:
         endpoint, deployment = key_name.split("/", 1)
         ref = ModelRef.parse(serving[key_name]["model"])
         url = target.url(endpoint)
-        if spec.endpoints[endpoint].auth_mode == "key":
+        if spec.endpoints[endpoint].auth_mode == "key" and url is not None:  # edge bundles: no URL, no keys here
             key = target.keys(endpoint).get("primary")
         resolved_target: Any = target
     else:

@@ -144,7 +144,7 @@ def _confirm(plan, yes: bool) -> None:
         raise MlopsError("apply cancelled; nothing was changed")
 
 
-SLOW_STEPS = ("build", "deploy", "update")  # in a log (no terminal), only these announce their start
+SLOW_STEPS = ("build", "deploy", "update", "export")  # in a log (no terminal), only these announce their start
 
 
 def _progress(step, status: str, detail: str) -> None:
@@ -209,6 +209,9 @@ def status(app: App, fmt: str) -> None:
     rows: list[dict[str, Any]] = []
     for name in sorted(used_targets(spec) & set(adapters)):
         endpoints, deployments = adapters[name].observe()
+        if spec.targets[name].kind.exports:
+            rows += _bundle_rows(name, endpoints, deployments)
+            continue
         for endpoint in endpoints:
             mine = [d for d in deployments if d.endpoint == endpoint.name]
             main = max(mine, key=lambda d: endpoint.traffic.get(d.name, 0), default=None)
@@ -229,6 +232,9 @@ def status(app: App, fmt: str) -> None:
     if not rows:
         click.echo("Nothing is deployed. Run mlops apply.")
     for row in rows:
+        if "bundles" in row:
+            _print_bundles(row)
+            continue
         click.echo(f"{row['endpoint']}  {row['url']}  ({row['target']}, router {row['status']}, "
                    f"auth {row['auth_mode']})")
         click.echo(f"  scoring URI  {row['scoring_uri']}")
@@ -240,6 +246,29 @@ def status(app: App, fmt: str) -> None:
             mirror = f", mirror {d['mirror']}%" if d["mirror"] else ""
             click.echo(f"  {d['name']:<12} {d['model']:<28} {d['status']:<9} ready {d['ready']:<6} "
                        f"traffic {d['traffic']}%{mirror}")
+
+
+def _bundle_rows(target: str, endpoints, deployments) -> list[dict[str, Any]]:
+    """An edge target's endpoints: the bundles written for devices, with their digests and sizes."""
+    return [{"endpoint": endpoint.name, "target": target, "bundles": [
+        {"name": d.name, "model": d.model, "status": d.status, "folder": d.detail.get("folder"),
+         "tarball": d.detail.get("tarball"), "tarball_size": d.detail.get("tarball_size"),
+         "image_size": d.detail.get("image_size"), "content_digest": d.detail.get("content_digest"),
+         "image": d.detail.get("bundle_image"), "pushed": d.detail.get("pinned_image") if d.detail.get(
+             "pinned_image") != d.detail.get("bundle_image") else None, "damaged": d.detail.get("damaged") or []}
+        for d in deployments if d.endpoint == endpoint.name]} for endpoint in endpoints]
+
+
+def _print_bundles(row: dict[str, Any]) -> None:
+    click.echo(f"{row['endpoint']}  ({row['target']}, bundles for devices)")
+    for b in row["bundles"]:
+        click.echo(f"  {b['name']:<12} {b['model']:<28} {b['status']:<9} {(b['content_digest'] or '')[:19]}  "
+                   f"{(b['tarball_size'] or 0) / 1e6:.1f} MB (image {(b['image_size'] or 0) / 1e6:.1f} MB)  "
+                   f"{Path(b['folder']) / (b['tarball'] or '')}")
+        if b["pushed"]:
+            click.echo(f"  {'':<12} pushed {b['pushed']}")
+        if b["damaged"]:
+            click.secho(f"  ! changed outside mlops: {', '.join(b['damaged'])}; mlops apply rewrites it", fg="yellow")
 
 
 @click.command()

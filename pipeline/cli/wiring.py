@@ -73,6 +73,8 @@ def make_targets(spec: Spec, state_dir: Path) -> dict[str, Target]:
             continue
         module, _, cls = adapter.partition(":")
         extra = _model_in_image(spec, state_dir, target) if target.kind.model_dir else {}
+        if target.kind.exports:  # bundles are written beside mlops.yaml, by the image builder of this file
+            extra = {"spec": spec}
         targets[name] = getattr(importlib.import_module(module), cls)(target, state_dir, project=spec.project_id(),
                                                                       **extra)
     return targets

@@ -24,6 +24,7 @@ class StepKind(StrEnum):
     ENDPOINT = "endpoint"
     DEPLOY = "deploy"
     UPDATE = "update"
+    EXPORT = "export"  # write (or rewrite) a deployment's bundle on an edge target
     TRAFFIC = "traffic"
     DELETE = "delete"
     KEEP = "keep"
@@ -38,7 +39,8 @@ class Action(StrEnum):
 
 
 # kind -> wave; steps run wave by wave, in plan order within a wave
-WAVES = {"register": 1, "build": 2, "endpoint": 3, "deploy": 3, "update": 3, "traffic": 4, "delete": 5, "keep": 5}
+WAVES = {"register": 1, "build": 2, "endpoint": 3, "deploy": 3, "update": 3, "export": 3, "traffic": 4, "delete": 5,
+         "keep": 5}
 WAVE_NAMES = {1: "register model versions", 2: "build environments (images, venvs)", 3: "deploy and update",
               4: "shift traffic", 5: "remove what the file no longer has"}
 # action -> symbol, as Terraform shows them
@@ -109,7 +111,8 @@ class RemoveData:
 
 StepData = RegisterData | BuildData | EndpointData | DeployData | RemoveData
 PAYLOADS: dict[str, type] = {"register": RegisterData, "build": BuildData, "endpoint": EndpointData,
-                             "deploy": DeployData, "update": DeployData, "traffic": EndpointData,
+                             "deploy": DeployData, "update": DeployData, "export": DeployData,
+                             "traffic": EndpointData,
                              "delete": RemoveData, "keep": RemoveData}
 
 

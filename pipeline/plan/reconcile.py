@@ -28,7 +28,7 @@ from pipeline.plan.model import (
 )
 from pipeline.spec.model import Deployment, Endpoint, Spec, settings_digest
 from pipeline.spec.target_kinds import EnvironmentKind
-from pipeline.state import RUNNING, Actual, ObservedDeployment
+from pipeline.state import DEGRADED, RUNNING, Actual, ObservedDeployment
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ class _Planner:
                 reason=f"environment {deployment.environment} (digest {_short(digest)}) has no "
                        f"{'virtual environment' if venv else 'image'} yet",
                 after={"image": ref},
-                data=BuildData(deployment.environment, ref, digest, target.type, target.image_repository,
+                data=BuildData(deployment.environment, ref, digest, target.type, target.environment_repository,
                                target.base_image))
         return ref, step_id
 
@@ -158,6 +158,9 @@ class _Planner:
                           resolved.digest, image)
         key = deployment.key
         observed = self.actual.deployments.get(key)
+        if self.spec.targets[endpoint.target].kind.exports:
+            self._export(endpoint, deployment, resolved, image, data, depends, observed)
+            return
         if observed is None or observed.target != endpoint.target:
             self.steps.append(Step(id=f"deploy:{key}", kind=StepKind.DEPLOY, action=Action.CREATE,
                                    address=f"deployment.{key}",
@@ -187,6 +190,35 @@ class _Planner:
                                address=f"deployment.{key}",
                                reason="; ".join(reasons), before={f: have[f] for f in changed},
                                after={f: wanted[f] for f in changed}, data=data, depends_on=depends))
+
+    def _export(self, endpoint: Endpoint, deployment: Deployment, resolved: _Resolved, image: str | None,
+                data: DeployData, depends: tuple[str, ...], observed: ObservedDeployment | None) -> None:
+        """edge: a bundle written into the target's output folder, rewritten only when what it holds changed:
+        the model version, the environment image, the tarball's format (an edge target's observed
+        ``settings_digest``; request settings, instances and collection are not part of a bundle)."""
+        target = self.spec.targets[endpoint.target]
+        folder = target.bundle_folder(endpoint.name, deployment.name)
+        wanted = {"model": resolved.model, "image": image, "format": target.format}
+        if observed is None or observed.target != endpoint.target:
+            self.steps.append(Step(id=f"export:{deployment.key}", kind=StepKind.EXPORT, action=Action.CREATE,
+                                   address=f"deployment.{deployment.key}",
+                                   reason=f"new bundle of {resolved.model} → {folder}", after=wanted, data=data,
+                                   depends_on=depends))
+            return
+        have = {"model": observed.model, "image": observed.image, "format": observed.settings_digest}
+        changed = [field for field in wanted if have[field] != wanted[field]]
+        what = [f"{field} {have[field]} → {wanted[field]}" for field in changed]
+        if observed.status != RUNNING:
+            changed.append("status")
+            have["status"], wanted["status"] = observed.status, RUNNING
+            what.append("drift: " + ("its image is not in the image repository yet" if observed.status == DEGRADED
+                                     else "its files are missing or changed outside mlops"))
+        if not changed:
+            return
+        self.steps.append(Step(id=f"export:{deployment.key}", kind=StepKind.EXPORT, action=Action.REPLACE,
+                               address=f"deployment.{deployment.key}", reason=f"rewrite {folder}: {'; '.join(what)}",
+                               before={f: have[f] for f in changed}, after={f: wanted[f] for f in changed},
+                               data=data, depends_on=depends))
 
     def _runtime_note(self, endpoint: Endpoint, deployment: Deployment) -> str:
         """Say where a local deployment without an environment runs: beside mlops, in its Python."""
@@ -273,13 +305,15 @@ def reconcile(spec: Spec, actual: Actual, *, prune: bool | None = None, targets:
     deploy_steps_start = len(planner.steps)
     created_endpoints = set()
     for name, endpoint in sorted(spec.endpoints.items()):
-        step = planner.endpoint(endpoint)
+        exports = spec.targets[endpoint.target].kind.exports  # bundles: no endpoint to create, no traffic
+        step = None if exports else planner.endpoint(endpoint)
         if step and planner.steps[-1].action == "create":
             created_endpoints.add(name)
         for _, deployment in sorted(endpoint.deployments.items()):
             planner.deployment(endpoint, deployment, step)
     for name, endpoint in sorted(spec.endpoints.items()):
-        planner.traffic(endpoint, name in created_endpoints)
+        if not spec.targets[endpoint.target].kind.exports:
+            planner.traffic(endpoint, name in created_endpoints)
     planner.removals()
     steps = planner.steps[:deploy_steps_start] + list(planner.builds.values()) + planner.steps[deploy_steps_start:]
     if targets:

@@ -46,6 +46,7 @@ def check(source: Source, root: Path, accepted: Any) -> Found:
     yield from _environments(source, data)
     yield from _secrets(source, data)
     yield from _routing(source, data)
+    yield from _edge(source, data)
     yield from _scaling(source, data)
     registry = data.get("registry")
     if isinstance(registry, str) and "://" in registry:
@@ -108,8 +109,17 @@ def _references(source: Source, data: dict) -> Found:
                        f"{target_type} (an image is built from it)")
 
 
+def _exports(data: dict, endpoint_spec: Any) -> bool:
+    """Whether the endpoint's target writes bundles (edge): its deployments serve no traffic here."""
+    target_type = _mapping(_mapping(data.get("targets")).get(_mapping(endpoint_spec).get("target"))).get("type")
+    kind = TARGET_KINDS.get(target_type) if isinstance(target_type, str) else None
+    return kind is not None and kind.exports
+
+
 def _traffic(source: Source, data: dict) -> Found:
     for endpoint, spec in _mapping(data.get("endpoints")).items():
+        if _exports(data, spec):
+            continue  # _edge says why traffic has no meaning there
         spec = _mapping(spec)
         deployments = _mapping(spec.get("deployments"))
         base = ("endpoints", endpoint)
@@ -144,8 +154,9 @@ def _traffic(source: Source, data: dict) -> Found:
                    f"{MAX_MIRROR}% of requests can be mirrored")
 
 
-def _path_fields(data: dict) -> Iterator[tuple[tuple, str, bool]]:
-    """(path in the file, the path value, whether it must be a file) for every path field."""
+def _path_fields(data: dict) -> Iterator[tuple[tuple, str, bool | None]]:
+    """(path in the file, the path value, whether it must be a file; None: it need not exist yet) for every
+    path field."""
     for name, model in _mapping(data.get("models")).items():
         for field, must_be_file in (("path", False), ("baseline", True)):
             value = _mapping(model).get(field)
@@ -156,6 +167,10 @@ def _path_fields(data: dict) -> Iterator[tuple[tuple, str, bool]]:
             value = _mapping(env).get(field)
             if isinstance(value, str):
                 yield ("environments", name, field), value, True
+    for name, target in _mapping(data.get("targets")).items():
+        value = _mapping(target).get("output")
+        if isinstance(value, str):
+            yield ("targets", name, "output"), value, None  # written by apply
 
 
 def _paths(source: Source, data: dict, root: Path) -> Found:
@@ -173,6 +188,8 @@ def _paths(source: Source, data: dict, root: Path) -> Found:
         full = root / relative
         if not full.resolve().is_relative_to(top):
             yield where, f"{here}: '{value}' goes through a symlink that points outside the repository"
+        elif must_be_file is None:
+            continue
         elif not full.exists():
             yield where, f"{here}: '{value}' does not exist (relative to the folder of {source.file})"
         elif must_be_file and not full.is_file():
@@ -245,6 +262,44 @@ def _routing(source: Source, data: dict) -> Found:
                    f"{dotted(path)}: is used only with 'routing: gateway' (this target uses the mlops router)")
 
 
+def _edge(source: Source, data: dict) -> Found:
+    """edge targets write bundles for devices: they need a folder, and their endpoints split no traffic."""
+    for name, target in _mapping(data.get("targets")).items():
+        target = _mapping(target)
+        edge = target.get("type") == "edge"
+        if edge and "output" not in target:
+            yield (source.at(("targets", name), key=True),
+                   f"targets.{name}: an edge target needs 'output', the folder (relative to the folder of "
+                   f"{source.file}) its bundles are written to, like output: dist/edge")
+        for field in ("output", "format"):
+            if field in target and not edge and "type" in target:
+                path = ("targets", name, field)
+                yield (source.at(path, key=True),
+                       f"{dotted(path)}: only an edge target has '{field}' (this one is {target.get('type')})")
+    for endpoint, spec in _mapping(data.get("endpoints")).items():
+        if not _exports(data, spec):
+            continue
+        spec = _mapping(spec)
+        for field in ("traffic", "mirror_traffic"):
+            if field in spec:
+                path = ("endpoints", endpoint, field)
+                yield (source.at(path, key=True),
+                       f"{dotted(path)}: endpoint '{endpoint}' is on edge target '{spec.get('target')}', which "
+                       "writes one bundle per deployment for devices to run; nothing routes requests between "
+                       f"them, so remove '{field}'")
+        for name, deployment in _mapping(spec.get("deployments")).items():
+            if "environment_variables" in _mapping(deployment):
+                where = ("endpoints", endpoint, "deployments", name, "environment_variables")
+                yield (source.at(where, key=True),
+                       f"{dotted(where)}: a bundle bakes in no variables (they could be secrets); set them on the "
+                       "device, in the runner's manifest (docker-compose.yaml, IoT Edge, Greengrass)")
+        if spec.get("auth_mode") == "none":
+            auth = ("endpoints", endpoint, "auth_mode")
+            yield (source.at(auth),
+                   f"{dotted(auth)}: an edge bundle's keys come from the device (MLOPS_PRIMARY_KEY); serving "
+                   "without keys is the device's choice (MLOPS_AUTH=none), never baked in: remove auth_mode")
+
+
 _MEMORY = re.compile(r"^(\d+)(Ki|Mi|Gi|k|m|g)?$")
 _UNITS = {None: 1, "k": 1000, "m": 1000**2, "g": 1000**3, "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}
 
@@ -276,7 +331,7 @@ def _scaling(source: Source, data: dict) -> Found:
                                f"{dotted(path + (field,))}: applies only with 'type: target_utilization'")
             if kind != "target_utilization":
                 continue
-            if target_type in ("local", "docker"):
+            if target_type in ("local", "docker", "edge"):
                 yield (source.at(path + ("type",)),
                        f"{dotted(path + ('type',))}: a {target_type} target cannot autoscale; use a kubernetes "
                        "target or a fixed instance_count")

@@ -123,6 +123,18 @@ class Target:
     routing: str = "router"  # kubernetes: "router" (the mlops router in the cluster) or "gateway" (an HTTPRoute)
     gateway: GatewayRef | None = None  # kubernetes, routing: gateway
     collection: CollectionStorage = field(default_factory=CollectionStorage)  # kubernetes
+    output: str | None = None  # edge: the folder (relative to mlops.yaml) holding one bundle per deployment
+    format: str = "oci-archive"  # edge: the bundle's tarball, oci-archive or docker-archive
+
+    @property
+    def environment_repository(self) -> str | None:
+        """Where environment images are pushed: an edge target's ``image_repository`` receives only its
+        bundles' images (the environment image stays on this machine, inside each bundle)."""
+        return None if self.kind.exports else self.image_repository
+
+    def bundle_folder(self, endpoint: str, deployment: str) -> str:
+        """edge: a deployment's bundle folder, relative to mlops.yaml (the planner names it, the adapter writes it)."""
+        return f"{(self.output or '.').rstrip('/')}/{endpoint}-{deployment}"
 
     @property
     def kind(self) -> TargetKind:

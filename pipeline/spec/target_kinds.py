@@ -40,6 +40,9 @@ class TargetKind:
     # what the scoring services collect is shipped to a sink in the target (read back by the adapter's
     # ``collected``), not left in this machine's ``.mlops/data`` (where ``mlops monitor`` reads it)
     remote_collection: bool = False
+    # deployments are bundles written to a folder for devices (``mlops export``'s), not services: the plan
+    # shows export steps, there is no endpoint to create and no traffic to split
+    exports: bool = False
 
 
 TARGET_KINDS: dict[str, TargetKind] = {
@@ -51,6 +54,8 @@ TARGET_KINDS: dict[str, TargetKind] = {
                              EnvironmentKind.IMAGE,
                              needs_environment=True, needs_image_repository=True, keys=KeyStore.SECRET,
                              model_dir="/var/lib/mlops/model", remote_collection=True),
+    "edge": TargetKind("edge", "pipeline.targets.edge:EdgeTarget", EnvironmentKind.IMAGE,
+                       needs_environment=True, needs_image_repository=False, keys=KeyStore.FILE, exports=True),
 }
 
 
