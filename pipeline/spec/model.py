@@ -69,6 +69,7 @@ class Model:
     description: str = ""
     tags: Mapping[str, str] = field(default_factory=dict)
     baseline: str | None = None  # reference data (CSV or JSON lines) for drift
+    drift: Mapping[str, float] = field(default_factory=dict)  # how drift is judged (monitor.drift.DriftPolicy)
 
 
 @dataclass(frozen=True)
