@@ -51,7 +51,7 @@ class Baseline:
         self.counts = [drift.bin_counts(self.data[:, i], e) for i, e in enumerate(self.edges)]
 
 
-def load_baseline(path: Path, policy: DriftPolicy = DriftPolicy()) -> Baseline:
+def load_baseline(path: Path, policy: DriftPolicy | None = None) -> Baseline:
     """A CSV with a header row (or JSON lines of objects) → ``Baseline``."""
     try:
         if path.suffix in (".jsonl", ".json"):
@@ -67,7 +67,7 @@ def load_baseline(path: Path, policy: DriftPolicy = DriftPolicy()) -> Baseline:
             raise ValueError("no rows, or rows of another width than the header")
     except (OSError, ValueError, StopIteration, KeyError, IndexError) as error:
         raise MlopsError(f"cannot read baseline data {path}: {error}") from None
-    return Baseline(str(path), columns, data, policy)
+    return Baseline(str(path), columns, data, policy or DriftPolicy())
 
 
 def feature_rows(inputs: Any) -> list[list[float]]:

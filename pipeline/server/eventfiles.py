@@ -16,7 +16,8 @@ period (one per process) are merged on their ``time`` field — each file is alr
 because its process appends events as they finish. A line that is not whole JSON (the torn last
 line of a process killed mid-write, or any corrupt line) is skipped and counted in
 ``EventReader.skipped``; reading never fails because of one bad line. ``EventReader.files_read``
-counts the files opened, so an empty window can say how much was looked at. Each event is a
+counts the files opened, so an empty window can say how much was looked at; a window opens only
+the files whose period can overlap it (a minute, an hour, or a day for ``00/00-*`` files). Each event is a
 ``pipeline.server.events.Event``, the record the collector writes; a line that holds none (no
 ``time``, a field of the wrong type) is skipped and counted too.
 """
@@ -109,6 +110,16 @@ def _hour_of(path: Path) -> datetime | None:
         return None
 
 
+def _span(hour: datetime, name: str) -> int:
+    """How many seconds a file may cover from its folder's hour: a minute-rolled file (``MM`` not 00)
+    one minute from ``MM``, a file of an hour other than 00 one hour (it is not day-rolled), and only
+    ``00/00-*`` a whole day. So a short ``--since`` opens the files of its window, not of the whole day."""
+    minute = int(name[:2]) if name[:2].isdigit() else 0
+    if minute:
+        return (minute + 1) * 60
+    return 3600 if hour.hour else 86400
+
+
 class EventReader:
     """An iterator of ``Event``; ``skipped`` counts the lines that could not be decoded, ``files_read``
     the files opened so far."""
@@ -153,8 +164,8 @@ class EventReader:
                     continue
                 if self.until is not None and hour > self.until:
                     continue
-                if self.since is not None and (hour.timestamp() + 86400) < self.since.timestamp():
-                    continue  # a day-rolled file covers at most a day from its folder's hour
+                if self.since is not None and hour.timestamp() + _span(hour, path.name) <= self.since.timestamp():
+                    continue
                 period = "/".join(path.parent.parts[-_PERIOD_DEPTH:]) + "/" + path.name.split("-", 1)[0]
                 chosen.append((period, path))
         chosen.sort()

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pipeline.settings import DataCollector, RequestSettings  # shared with the scoring service
 from pipeline.spec.target_kinds import TARGET_KINDS, TargetKind
@@ -69,7 +70,7 @@ class Model:
     description: str = ""
     tags: Mapping[str, str] = field(default_factory=dict)
     baseline: str | None = None  # reference data (CSV or JSON lines) for drift
-    drift: Mapping[str, float] = field(default_factory=dict)  # how drift is judged (monitor.drift.DriftPolicy)
+    drift: Mapping[str, Any] = field(default_factory=dict)  # how drift is judged (monitor.drift.DriftPolicy)
 
 
 @dataclass(frozen=True)

@@ -65,3 +65,16 @@ def test_lines_of_older_collectors_still_read_and_ones_holding_no_event_are_skip
     assert (event.id, event.status, event.inputs, event.deployment, event.latency_ms) == \
         ("old", 200, {"data": [[1]]}, None, None)
     assert reader.skipped == 1
+
+
+def test_a_short_window_opens_only_the_files_that_can_hold_it(tmp_path):
+    for hour in range(6):  # hour-rolled files of one day: 00 .. 05
+        _write(tmp_path, f"ep/blue/2024/05/01/{hour:02d}/00-1-a.jsonl",
+               [_event(f"2024-05-01T{hour:02d}:10:00+00:00", hour)])
+    for minute in (10, 20):  # a minute-rolled deployment
+        _write(tmp_path, f"ep/green/2024/05/01/05/{minute:02d}-1-a.jsonl",
+               [_event(f"2024-05-01T05:{minute:02d}:30+00:00", minute)])
+    reader = read_events(tmp_path, "ep", since=datetime(2024, 5, 1, 5, 15, tzinfo=UTC))
+    assert [e.id for e in reader] == ["id20"]
+    # blue's 05 and green's 05/20, and blue's 00/00 (it could be a day-rolled file); not 01-04 nor 05/10
+    assert reader.files_read == 3
