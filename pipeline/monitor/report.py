@@ -30,6 +30,7 @@ import numpy as np
 from pipeline.errors import MlopsError
 from pipeline.monitor import drift
 from pipeline.monitor.drift import DriftPolicy
+from pipeline.server.eventfiles import ROUTER_FOLDER
 from pipeline.server.events import Event
 
 SAMPLE_ROWS = 10_000  # the reservoir the KS test and the HTML overlays use, per version
@@ -435,7 +436,8 @@ def render_text(endpoint: str, reports: list[DeploymentReport], since: datetime,
     lines = [f"Endpoint {endpoint}: {_moment(since)} to {_moment(until)} ({files_read} files read{skipped_note})"]
     for r in reports:
         latency = ", ".join(f"{k} {v:g} ms" for k, v in r.latency_ms.items())
-        lines.append(f"  {r.deployment}: {r.requests} requests ({r.rows} rows), errors {r.errors} "
+        name = "router (refused before reaching a deployment)" if r.deployment == ROUTER_FOLDER else r.deployment
+        lines.append(f"  {name}: {r.requests} requests ({r.rows} rows), errors {r.errors} "
                      f"({r.error_rate:.2%}): 4xx {r.client_errors} (401 {r.unauthorized}, 404 {r.not_found}), "
                      f"5xx {r.model_errors}")
         lines.append(f"    latency: {latency or 'n/a'}   first {r.first}, last {r.last}")

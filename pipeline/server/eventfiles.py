@@ -44,6 +44,7 @@ from pipeline.server.events import Event
 
 log = logging.getLogger("mlops.monitor")
 
+ROUTER_FOLDER = "_router"  # the deployment folder of what the endpoint's router refused itself (not a DNS label)
 _PERIOD_DEPTH = 4  # YYYY/MM/DD/HH below the deployment folder
 # a file's path below <data_dir>/<endpoint>: what a shipper may name, checked before the sink writes it
 RELATIVE_PATH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}/[0-9]{4}/[0-9]{2}/[0-9]{2}/[0-9]{2}/"
