@@ -33,7 +33,7 @@ def monitor(app: App, endpoint: str, deployment: str | None, since: str, fmt: st
     of each version against the baseline of the model it serves."""
     from pipeline.monitor.collected import read_events
     from pipeline.monitor.drift import DriftPolicy
-    from pipeline.monitor.gate import crossed, parse_fail_on
+    from pipeline.monitor.gate import crossed, parse_fail_on, unmeasured
     from pipeline.monitor.report import load_baseline, render_text, summarize
     from pipeline.monitor.window import parse_since
     from pipeline.spec.model import ModelRef
@@ -56,7 +56,7 @@ def monitor(app: App, endpoint: str, deployment: str | None, since: str, fmt: st
                 policy = DriftPolicy(**model.drift)
             except TypeError as error:
                 raise MlopsError(f"{spec.where(f'models.{name}.drift')}: {error}") from None
-            baselines[name] = load_baseline(spec.root / model.baseline, policy)
+            baselines[name] = load_baseline(spec.root / model.baseline, policy, model.baseline)
     where = spec.endpoints[endpoint].target
     events: Any
     if spec.targets[where].kind.remote_collection:  # in the cluster's sink, read through the adapter
@@ -85,6 +85,8 @@ def monitor(app: App, endpoint: str, deployment: str | None, since: str, fmt: st
         click.echo(f"wrote {path}")
     else:
         click.echo(render_text(endpoint, reports, start, until, events.files_read, events.skipped))
+    for warning in unmeasured(reports, thresholds):
+        click.echo(f"warning: {warning}", err=True)
     failures = crossed(reports, thresholds)
     if failures:
         raise MlopsError("; ".join(failures))

@@ -71,3 +71,16 @@ def crossed(reports: list[DeploymentReport], thresholds: list[Threshold]) -> lis
     """Every (deployment, threshold) crossed, as messages."""
     return [message for report in reports for threshold in thresholds
             if (message := threshold.crossed_by(report)) is not None]
+
+
+def unmeasured(reports: list[DeploymentReport], thresholds: list[Threshold]) -> list[str]:
+    """The thresholds a deployment could not be checked against (drift not judged, no latency), as
+    warnings: a gate that silently passes on missing numbers would pass anything."""
+    return [f"{report.deployment}: no {threshold.metric} to check --fail-on {threshold.text} against"
+            + (f" ({_why_no_drift(report)})" if threshold.metric == "drift" else "")
+            for report in reports for threshold in thresholds if METRICS[threshold.metric](report) is None]
+
+
+def _why_no_drift(report: DeploymentReport) -> str:
+    reasons = {v.drift.reason for v in report.versions if v.drift is not None}
+    return "; ".join(sorted(reasons)) or "the model has no baseline"

@@ -52,8 +52,8 @@ class Baseline:
         self.counts = [drift.bin_counts(self.data[:, i], e) for i, e in enumerate(self.edges)]
 
 
-def load_baseline(path: Path, policy: DriftPolicy | None = None) -> Baseline:
-    """A CSV with a header row (or JSON lines of objects) → ``Baseline``."""
+def load_baseline(path: Path, policy: DriftPolicy | None = None, name: str | None = None) -> Baseline:
+    """A CSV with a header row (or JSON lines of objects) → ``Baseline`` (``name``: as reports show it)."""
     try:
         if path.suffix in (".jsonl", ".json"):
             records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -68,7 +68,7 @@ def load_baseline(path: Path, policy: DriftPolicy | None = None) -> Baseline:
             raise ValueError("no rows, or rows of another width than the header")
     except (OSError, ValueError, StopIteration, KeyError, IndexError) as error:
         raise MlopsError(f"cannot read baseline data {path}: {error}") from None
-    return Baseline(str(path), columns, data, policy or DriftPolicy())
+    return Baseline(name or str(path), columns, data, policy or DriftPolicy())
 
 
 def feature_rows(inputs: Any) -> list[list[float]]:
