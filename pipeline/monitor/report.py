@@ -180,18 +180,30 @@ class _Series:
             self.sums = np.zeros(len(baseline.columns))
 
     def add(self, event: Event) -> None:
+        status, latency = event.status, event.latency_ms
         self.times.append(_epoch(event.time))
-        self.statuses.append(min(max(event.status, 0), 65535))
-        self.latencies.append(math.nan if event.latency_ms is None else float(event.latency_ms))
-        if event.status >= 400:
+        self.statuses.append(status if 0 <= status <= 65535 else 0)
+        self.latencies.append(math.nan if latency is None else latency)
+        if status >= 400:
             return
-        rows = feature_rows(event.inputs)
-        self.rows += len(rows)
-        if self.baseline is not None and rows:
-            self._buffer.extend(rows)
+        if self.baseline is not None:
+            inputs = event.inputs
+            rows = inputs.get("data") if type(inputs) is dict and len(inputs) == 1 else None
+            if type(rows) is list and rows and type(rows[0]) is list:  # the common {"data": rows}: numpy checks
+                self._buffer.extend(rows)                                # them a block at a time, in flush
+            else:
+                valid = feature_rows(inputs)
+                self._buffer.extend(valid)
             if len(self._buffer) >= _FLUSH_ROWS:
                 self.flush()
-        for value in predictions(event.outputs):
+        else:
+            self.rows += len(feature_rows(event.inputs))
+        outputs = event.outputs
+        values = outputs if type(outputs) is list and outputs and type(outputs[0]) in (int, str) else \
+            predictions(outputs)
+        for value in values:
+            if type(value) is list:  # a row of several outputs in a list of labels: not a label
+                continue
             if isinstance(value, float) and not value.is_integer():
                 if self.numbers is None:
                     self.numbers = drift.Reservoir(SAMPLE_ROWS, 1, seed=1)
@@ -207,13 +219,23 @@ class _Series:
     def flush(self) -> None:
         if self.baseline is None or not self._buffer:
             return
-        width = len(self.baseline.columns)
-        matching = [row for row in self._buffer if len(row) == width]
-        self.other_width_rows += len(self._buffer) - len(matching)
+        width, buffer = len(self.baseline.columns), self._buffer
         self._buffer = []
-        if not matching:
-            return
-        block = np.asarray(matching, dtype=float)
+        try:  # one C call for the whole block when it is rows of numbers of one width (the usual case)
+            block = np.asarray(buffer)
+        except ValueError:  # rows of different lengths
+            block = np.empty(0)
+        if block.ndim != 2 or block.dtype.kind not in "fiu":
+            buffer = feature_rows(buffer)  # row by row: the rows of numbers, whatever their width
+            block = np.empty((0, 0))
+        self.rows += len(buffer)
+        if block.shape[1:] != (width,):
+            matching = [row for row in buffer if len(row) == width]
+            self.other_width_rows += len(buffer) - len(matching)
+            if not matching:
+                return
+            block = np.asarray(matching, dtype=float)
+        block = block.astype(float, copy=False)
         for i, edges in enumerate(self.baseline.edges):
             self.counts[i] += drift.bin_counts(block[:, i], edges)
         self.sums += block.sum(axis=0)

@@ -33,6 +33,7 @@ import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from itertools import groupby
+from operator import attrgetter, itemgetter
 from pathlib import Path
 
 try:
@@ -136,8 +137,8 @@ class EventReader:
         self.files_read = 0
         self._events = self._read()
 
-    def __iter__(self) -> EventReader:
-        return self
+    def __iter__(self) -> Iterator[Event]:
+        return self._events  # the generator itself: no method call per event
 
     def __next__(self) -> Event:
         return next(self._events)
@@ -155,25 +156,31 @@ class EventReader:
                 folders.extend(sorted(p for p in endpoint.glob("*") if p.is_dir()))
         return [f for f in folders if f.is_dir()]
 
-    def _files(self) -> list[tuple[str, Path]]:
-        """(period key, file) in period order, files outside the time window left out."""
+    def _files(self) -> list[tuple[str, Path, bool]]:
+        """(period key, file, whether its events need the window checked) in period order, files
+        outside the time window left out; a file whose whole period lies inside the window is read
+        without parsing each event's time (the collector files each event by that time)."""
         chosen = []
+        since = self.since.timestamp() if self.since is not None else None
+        until = self.until.timestamp() if self.until is not None else None
         for folder in self._deployment_folders():
             for path in folder.glob("*/*/*/*/*.jsonl"):
                 hour = _hour_of(path)
                 if hour is None:
                     continue
-                if self.until is not None and hour > self.until:
+                start = hour.timestamp()
+                end = start + _span(hour, path.name)
+                if (until is not None and start > until) or (since is not None and end <= since):
                     continue
-                if self.since is not None and hour.timestamp() + _span(hour, path.name) <= self.since.timestamp():
-                    continue
+                check = (since is not None and start < since) or (until is not None and end > until)
                 period = "/".join(path.parent.parts[-_PERIOD_DEPTH:]) + "/" + path.name.split("-", 1)[0]
-                chosen.append((period, path))
+                chosen.append((period, path, check))
         chosen.sort()
         return chosen
 
-    def _lines(self, path: Path) -> Iterator[Event]:
+    def _lines(self, path: Path, check: bool) -> Iterator[Event]:
         self.files_read += 1
+        decode, in_window = Event.from_json, self._in_window
         with open(path, "rb") as handle:
             for line in handle:
                 if not line.endswith(b"\n"):  # torn: the writer was killed mid-line
@@ -181,7 +188,7 @@ class EventReader:
                     log.warning("%s: skipped a torn last line", path)
                     continue
                 try:
-                    event = Event.from_json(_loads(line))
+                    event = decode(_loads(line))
                 except ValueError:
                     self.skipped += 1
                     log.warning("%s: skipped a line that is not JSON", path)
@@ -189,7 +196,7 @@ class EventReader:
                 if event is None:
                     self.skipped += 1
                     continue
-                if self._in_window(event.time):
+                if not check or in_window(event.time):
                     yield event
 
     def _in_window(self, text: str) -> bool:
@@ -204,12 +211,12 @@ class EventReader:
         return (self.since is None or moment >= self.since) and (self.until is None or moment < self.until)
 
     def _read(self) -> Iterator[Event]:
-        for _, group in groupby(self._files(), key=lambda item: item[0]):
-            streams = [self._lines(path) for _, path in group]
+        for _, group in groupby(self._files(), key=itemgetter(0)):
+            streams = [self._lines(path, check) for _, path, check in group]
             if len(streams) == 1:
                 yield from streams[0]
             else:
-                yield from heapq.merge(*streams, key=lambda event: event.time)
+                yield from heapq.merge(*streams, key=attrgetter("time"))
 
 
 def read_events(data_dir: Path, endpoint: str | None = None, deployment: str | None = None,

@@ -124,7 +124,8 @@ def repo(tmp_path: Path) -> Path:
     text = (REPO / "mlops.yaml").read_text()
     green = ("      green:\n        model: iris-classifier\n        environment: sklearn\n"
              "        data_collector: {sampling_rate: 1.0, rolling_rate: hour}\n")
-    (tmp_path / "mlops.yaml").write_text(text.replace("    traffic: {blue: 100}\n", "    traffic: {blue: 90, green: 10}\n")
+    traffic = text.replace("    traffic: {blue: 100}\n", "    traffic: {blue: 90, green: 10}\n")
+    (tmp_path / "mlops.yaml").write_text(traffic
                                          .replace("    deployments:\n", "    deployments:\n" + green, 1))
     generator = np.random.default_rng(3)
     baseline = generator.normal([5.8, 3.0, 3.8, 1.2], [0.8, 0.4, 1.7, 0.7], (400, 4))
