@@ -147,6 +147,8 @@ def repo(tmp_path: Path) -> Path:
         for path, lines in files.items():
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("\n".join(lines) + "\n")
+    with path.open("a") as last:
+        last.write('{"time": "not whole JSON\n')  # one corrupt line
     return tmp_path
 
 
@@ -179,6 +181,7 @@ def test_json_report_judges_drift_per_version_and_splits_errors(repo):
     result = _monitor(repo, "--since", "3h", "--format", "json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
+    assert report["skipped_lines"] == 1
     blue, green = report["deployments"]
     refused = sum(1 for i in range(600) if i % 50 and i % 70 == 0)  # as the fixture wrote them
     assert (blue["requests"], blue["model_errors"], blue["unauthorized"]) == (600, 600 // 50, refused)
@@ -201,3 +204,15 @@ def test_fail_on_and_deployment_are_checked(repo):
     assert unknown.exit_code == 1 and "--deployment 'purple': endpoint 'iris' has blue, green" in unknown.output
     wrong = _monitor(repo, "--fail-on", "speed>3")
     assert wrong.exit_code == 1 and "--fail-on 'speed>3'" in wrong.output and "Traceback" not in wrong.output
+
+
+def test_drift_rule_set_in_mlops_yaml_is_applied_and_stated(repo):
+    spec = repo / "mlops.yaml"
+    spec.write_text(spec.read_text().replace(
+        "    baseline: models/iris/baseline.csv\n",
+        "    baseline: models/iris/baseline.csv\n    drift: {psi_significant: 0.3, min_baseline_rows: 500}\n"))
+    result = _monitor(repo, "--since", "3h")
+    assert result.exit_code == 0, result.output
+    assert "baseline too small to judge (400 rows, needs 500)" in result.output
+    assert "0.1–0.3 moderate, > 0.3 significant" in result.output
+    assert "1 corrupt lines skipped" in result.output
