@@ -127,12 +127,13 @@ class EventReader:
     the files opened so far."""
 
     def __init__(self, data_dir: Path, endpoint: str | None = None, deployment: str | None = None,
-                 since: datetime | None = None, until: datetime | None = None):
+                 since: datetime | None = None, until: datetime | None = None, ordered: bool = True):
         self.root = Path(data_dir)
         self.endpoint = endpoint
         self.deployment = deployment
         self.since = _utc(since)
         self.until = _utc(until)
+        self.ordered = ordered
         self.skipped = 0
         self.files_read = 0
         self._events = self._read()
@@ -213,14 +214,17 @@ class EventReader:
     def _read(self) -> Iterator[Event]:
         for _, group in groupby(self._files(), key=itemgetter(0)):
             streams = [self._lines(path, check) for _, path, check in group]
-            if len(streams) == 1:
-                yield from streams[0]
+            if len(streams) == 1 or not self.ordered:
+                for stream in streams:
+                    yield from stream
             else:
                 yield from heapq.merge(*streams, key=attrgetter("time"))
 
 
 def read_events(data_dir: Path, endpoint: str | None = None, deployment: str | None = None,
-                since: datetime | None = None, until: datetime | None = None) -> EventReader:
+                since: datetime | None = None, until: datetime | None = None, ordered: bool = True) -> EventReader:
     """Collected events under ``data_dir`` in time order, optionally for one endpoint/deployment and
-    within ``[since, until)`` (naive datetimes are taken as UTC)."""
-    return EventReader(data_dir, endpoint, deployment, since, until)
+    within ``[since, until)`` (naive datetimes are taken as UTC). ``ordered=False`` leaves the files
+    of one period (one per process) unmerged: period by period, each file in order, for readers to
+    whom order does not matter (the monitor's report), at less cost per event."""
+    return EventReader(data_dir, endpoint, deployment, since, until, ordered)

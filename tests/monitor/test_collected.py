@@ -78,3 +78,11 @@ def test_a_short_window_opens_only_the_files_that_can_hold_it(tmp_path):
     assert [e.id for e in reader] == ["id20"]
     # blue's 05 and green's 05/20, and blue's 00/00 (it could be a day-rolled file); not 01-04 nor 05/10
     assert reader.files_read == 3
+
+
+def test_unordered_reading_yields_the_same_events(tmp_path):
+    _write(tmp_path, "ep/blue/2024/05/01/12/00-1-a.jsonl", [_event("2024-05-01T12:00:01.000000+00:00", 0),
+                                                            _event("2024-05-01T12:30:00.000000+00:00", 2)])
+    _write(tmp_path, "ep/blue/2024/05/01/12/00-7-c.jsonl", [_event("2024-05-01T12:10:00.000000+00:00", 1)])
+    unordered = [e.id for e in read_events(tmp_path, ordered=False)]
+    assert sorted(unordered) == ["id0", "id1", "id2"] and len(unordered) == 3
