@@ -71,7 +71,8 @@ def monitor(app: App, endpoint: str, deployment: str | None, since: str, fmt: st
         events = read_events(app.state_dir() / "data", endpoint, deployment, since=start, until=until,
                              ordered=False)  # the report does not depend on the order
     reports = summarize(events, baselines)
-    summary = {"endpoint": endpoint, "since": start.isoformat(), "until": until.isoformat(),
+    summary = {"endpoint": endpoint, "since": start.isoformat(timespec="seconds"),
+               "until": until.isoformat(timespec="seconds"),
                "files_read": events.files_read, "skipped_lines": events.skipped}
     if fmt == "json":
         click.echo(json.dumps({**summary, "deployments": [r.to_dict() for r in reports]}, indent=2))

@@ -20,7 +20,7 @@ import numpy as np
 
 from pipeline.errors import MlopsError
 from pipeline.monitor.drift import DriftPolicy
-from pipeline.monitor.report import DeploymentReport, VersionReport
+from pipeline.monitor.report import NO_MODEL, DeploymentReport, VersionReport
 
 _COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 _LEVEL_COLORS = {"stable": "#2ca02c", "moderate": "#ff7f0e", "significant": "#d62728"}
@@ -159,7 +159,7 @@ def render_html(endpoint: str, reports: list[DeploymentReport], summary: dict[st
     if not reports:
         parts.append("<p>No requests in this window.</p>")
     for r in reports:
-        parts.append(f"<h2>Deployment {e(r.deployment)}</h2>")
+        parts.append(f"<h2>{'' if r.title != r.deployment else 'Deployment '}{e(r.title)}</h2>")
         parts.append(_table(
             ["version", "requests", "4xx", "of which 401", "of which 404", "5xx", "rows", "p50 ms", "p95 ms",
              "p99 ms", "first", "last"],
@@ -173,7 +173,8 @@ def render_html(endpoint: str, reports: list[DeploymentReport], summary: dict[st
         parts.append(f"<div class='charts'>{''.join(charts)}</div>")
         for v in r.versions:
             if v.drift is None:
-                parts.append(f"<p class='note'>{e(v.name)}: the model has no baseline, drift is not measured.</p>")
+                if v.model != NO_MODEL:
+                    parts.append(f"<p class='note'>{e(v.name)}: the model has no baseline, drift is not measured.</p>")
                 continue
             parts.append(f"<h3>{e(v.name)}: drift against {e(v.drift.baseline)} ({v.drift.baseline_rows} rows)</h3>"
                          f"<p>{e(v.drift.reason)}</p><p class='note'>{e(v.drift.policy.describe())}</p>")

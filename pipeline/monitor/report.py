@@ -36,6 +36,7 @@ from pipeline.server.events import Event
 SAMPLE_ROWS = 10_000  # the reservoir the KS test and the HTML overlays use, per version
 MAX_LABELS = 50  # distinct prediction labels kept per version; the rest are counted as "(other)"
 _FLUSH_ROWS = 4096
+NO_MODEL = "(none)"  # the router's own answers name no model
 
 
 @dataclass
@@ -292,7 +293,7 @@ class VersionReport:
 
     @property
     def name(self) -> str:
-        return f"{self.model}:{self.version}"
+        return self.model if self.version is None else f"{self.model}:{self.version}"
 
 
 @dataclass
@@ -301,6 +302,11 @@ class DeploymentReport:
     versions: list[VersionReport]
     latency_ms: dict[str, float]
     series: dict[str, Any] = field(repr=False)  # time series for plots: see ``_time_series``
+
+    @property
+    def title(self) -> str:
+        """The deployment's name, or what the router's own row stands for."""
+        return "router (refused before reaching a deployment)" if self.deployment == ROUTER_FOLDER else self.deployment
 
     def _sum(self, name: str) -> int:
         return sum(getattr(v, name) for v in self.versions)
@@ -407,7 +413,7 @@ def summarize(events: Iterable[Event], baselines: Mapping[str, Baseline] | None 
     by_deployment: dict[str, dict[tuple[str, int | None], _Series]] = {}
     for event in events:
         versions = by_deployment.setdefault(event.deployment or "?", {})
-        key = (event.model or "?", event.model_version)
+        key = (event.model or NO_MODEL, event.model_version)
         series = versions.get(key)
         if series is None:
             series = versions[key] = _Series(baselines.get(event.model or ""))
@@ -458,8 +464,7 @@ def render_text(endpoint: str, reports: list[DeploymentReport], since: datetime,
     lines = [f"Endpoint {endpoint}: {_moment(since)} to {_moment(until)} ({files_read} files read{skipped_note})"]
     for r in reports:
         latency = ", ".join(f"{k} {v:g} ms" for k, v in r.latency_ms.items())
-        name = "router (refused before reaching a deployment)" if r.deployment == ROUTER_FOLDER else r.deployment
-        lines.append(f"  {name}: {r.requests} requests ({r.rows} rows), errors {r.errors} "
+        lines.append(f"  {r.title}: {r.requests} requests ({r.rows} rows), errors {r.errors} "
                      f"({r.error_rate:.2%}): 4xx {r.client_errors} (401 {r.unauthorized}, 404 {r.not_found}), "
                      f"5xx {r.model_errors}")
         lines.append(f"    latency: {latency or 'n/a'}   first {r.first}, last {r.last}")
@@ -475,7 +480,8 @@ def render_text(endpoint: str, reports: list[DeploymentReport], since: datetime,
                 quantiles = ", ".join(f"{k} {q:g}" for k, q in numbers["quantiles"].items())
                 lines.append(f"      predictions: {numbers['count']} numbers, mean {numbers['mean']:g}, {quantiles}")
             if v.drift is None:
-                lines.append("      drift: the model has no baseline in mlops.yaml")
+                if v.model != NO_MODEL:
+                    lines.append("      drift: the model has no baseline in mlops.yaml")
                 continue
             lines.append(f"      drift against {v.drift.baseline} ({v.drift.baseline_rows} rows): {v.drift.reason}")
             lines.append(f"        ({v.drift.policy.describe()})")

@@ -75,3 +75,11 @@ def test_predictions_are_read_from_every_response_shape():
     assert predictions({"predictions": ["a"]}) == ["a"]
     assert predictions([[0.5], [0.25]]) == [0.5, 0.25]
     assert predictions([{"name": "y", "shape": [2], "datatype": "INT64", "data": [1, 0]}]) == [1, 0]
+
+
+def test_the_router_s_own_refusals_are_a_row_of_their_own():
+    refused = [Event.from_json({"deployment": "_router", "status": 401, "time": "2026-01-01T00:00:00Z",
+                                "route": "router", "error": "missing or invalid key"})]
+    (router,) = summarize(refused)
+    assert (router.title, router.unauthorized, router.versions[0].name) == \
+        ("router (refused before reaching a deployment)", 1, "(none)")
