@@ -422,6 +422,7 @@ def summarize(events: Iterable[Event], baselines: Mapping[str, Baseline] | None 
     for deployment, versions in sorted(by_deployment.items()):
         version_reports = []
         for (model, number), s in sorted(versions.items(), key=lambda item: (item[0][0], item[0][1] or 0)):
+            s.flush()  # the last rows into the counts (and ``rows``)
             statuses = np.frombuffer(s.statuses, dtype=np.uint16)
             stamps = np.frombuffer(s.times, dtype=float)
             known = stamps[~np.isnan(stamps)]

@@ -275,11 +275,7 @@ class Router:
                     timeout=httpx.Timeout(300.0, connect=2.0),
                     limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
                 self._watcher = asyncio.create_task(self._watch())
-                routes = self.routes
-                if routes.data_dir and routes.endpoint:
-                    self.collector = Collector(Path(routes.data_dir), endpoint=routes.endpoint,
-                                               deployment=ROUTER_FOLDER, model=None, model_version=None)
-                    self.collector.start()
+                self._collect()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self._watcher.cancel()
@@ -292,7 +288,17 @@ class Router:
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(RELOAD_SECONDS)
-            self.reload()
+            if self.reload():
+                self._collect()
+
+    def _collect(self) -> None:
+        """Start collecting refusals once the routes name a data folder (on the loop: the collector's
+        timer needs it); an endpoint's first deployment may come after its router started."""
+        routes = self.routes
+        if self.collector is None and routes.data_dir and routes.endpoint:
+            self.collector = Collector(Path(routes.data_dir), endpoint=routes.endpoint,
+                                       deployment=ROUTER_FOLDER, model=None, model_version=None)
+            self.collector.start()
 
 
 class BodyTooLarge(Exception):

@@ -83,3 +83,9 @@ def test_the_router_s_own_refusals_are_a_row_of_their_own():
     (router,) = summarize(refused)
     assert (router.title, router.unauthorized, router.versions[0].name) == \
         ("router (refused before reaching a deployment)", 1, "(none)")
+
+
+def test_rows_are_counted_when_a_baseline_folds_them_in():
+    baseline = Baseline("b.csv", ["a", "b"], np.random.default_rng(4).normal(0, 1, (300, 2)))
+    (report,) = summarize(events([[1.0, 2.0]] * 3), {"iris": baseline})
+    assert report.rows == 3 and report.versions[0].drift.rows == 3
