@@ -1,4 +1,5 @@
-"""Reading what the scoring services collected, and (later) statistics, drift and reports."""
+"""Reading what the scoring services collected, and the monitor's statistics (``drift``), report
+(``report``, ``html``) and CI thresholds (``gate``)."""
 
 from pipeline.monitor.collected import EventReader, read_events
 

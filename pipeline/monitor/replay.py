@@ -11,7 +11,7 @@ request by request as the service did, timing ``prepare`` + ``score``. ``compare
   live class → candidate class;
 * numbers (a regressor, a score) — the agreement rate (equal within float noise), the mean absolute
   change, mean and quantiles of both sides and the PSI of the candidate's predictions against the
-  live ones (``monitor.report.psi``: below 0.1 stable, above 0.2 a significant shift);
+  live ones (``monitor.drift.sample_psi``: below 0.1 stable, above 0.25 a significant shift);
 * anything else (vectors, objects) — the agreement rate only.
 """
 
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import InvalidInput
-from pipeline.monitor.report import psi
+from pipeline.monitor.drift import sample_psi
 from pipeline.runtime import Model
 from pipeline.server.events import Event
 
@@ -192,7 +192,7 @@ def compare(live: Sequence[Any], candidate: Sequence[Any]) -> dict[str, Any]:
         return {"kind": "numbers", "rows": rows, "agreement": agreed / rows, "changed": rows - agreed,
                 "mean_absolute_change": round(float(np.abs(new - old).mean()), 6),
                 "live": _distribution(old), "candidate": _distribution(new),
-                "psi": round(psi(old, new), 4) if rows >= MIN_ROWS_FOR_PSI else None}
+                "psi": round(sample_psi(old, new), 4) if rows >= MIN_ROWS_FOR_PSI else None}
     agreed = sum(_same(a, b) for a, b in zip(live, candidate, strict=True))
     return {"kind": "values", "rows": rows, "agreement": agreed / rows, "changed": rows - agreed}
 

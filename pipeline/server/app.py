@@ -6,7 +6,9 @@ before Starlette's routing: no Request/Response objects, one ``dict`` of the hea
 ways, numpy arrays converted once. Everything else (health, metadata, metrics, OpenAPI) is ordinary Starlette.
 
 Auth (``Authorization: Bearer <key>``) covers every route except ``/v2/health/*`` and ``/metrics``:
-probes and Prometheus scrapers carry no keys, and neither route reveals data or the model.
+probes and Prometheus scrapers carry no keys, and neither route reveals data or the model. A request
+refused without a valid key (401), or for an unknown route (404), is collected too: status, route
+and error, no payload (``ScoringService.refused``), so that ``mlops monitor`` counts it.
 
 Where ``predict`` runs (``ServerConfig.execution``):
 
@@ -279,6 +281,14 @@ class ScoringService:
         return status
 
 
+    def refused(self, route: str, status: int, error: str, start: float) -> None:
+        """Collect a request refused before scoring (401 without a valid key, 404 for an unknown route):
+        status, route and error, no payload, so that the monitor counts what callers were refused."""
+        collector = self.collector
+        if collector is not None and collector.sampled():
+            collector.record(route, status, (time.perf_counter() - start) * 1000, None, None, error)
+
+
 # -- Starlette routes ----------------------------------------------------------------------------
 def _service(request: Request) -> ScoringService:
     return request.app.service
@@ -384,10 +394,13 @@ class ScoringApp(Starlette):
                     and not service.keys.allows(headers.get(b"authorization")):
                 status = 401
                 await respond(send, 401, _UNAUTHORIZED, headers=_WWW_AUTHENTICATE)
+                service.refused(route, 401, "missing or invalid key", start)
             elif route == SCORE or route == INFER or route == INVOCATIONS:
                 status = await service.score(route, scope, receive, send, headers, start)
             else:
                 status = await self._starlette(scope, receive, send)
+                if status == 404 and route == "other":
+                    service.refused(route, 404, "unknown route", start)
         finally:
             service.in_flight -= 1
             service.metrics.observe(route, status, time.perf_counter() - start)

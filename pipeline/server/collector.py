@@ -72,7 +72,8 @@ _ID_BLOCK = 256  # event ids drawn from the OS this many at a time
 class Collector:
     """Call ``record`` (and ``sampled``) from one thread only: the event loop's."""
 
-    def __init__(self, data_dir: Path, *, endpoint: str, deployment: str, model: str, model_version: int,
+    def __init__(self, data_dir: Path, *, endpoint: str, deployment: str, model: str | None,
+                 model_version: int | None,
                  sampling_rate: float = 1.0, rolling_rate: str = "hour", max_queue: int = MAX_QUEUE,
                  max_queue_bytes: int = MAX_QUEUE_BYTES, flush_seconds: float = 1.0,
                  shipper: Shipper | None = None, ship_grace: float = 20.0):

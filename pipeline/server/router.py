@@ -28,6 +28,12 @@ Design for mirrors and retries: while a body streams, a copy is kept only up to 
 retry; a larger body is neither mirrored nor retried after it began to stream. Memory per request
 is thus bounded by that cap, whatever the body's size.
 
+Collection: with ``"data_dir"`` (set when a deployment of the endpoint collects), what the router
+answers itself — 401 without a valid key, 400/413 for a bad size, 404 for an unknown pinned
+deployment, 503 with no live traffic, 408/502/504 while forwarding — is collected as events with a
+status, an error and no payload, in the deployment folder ``ROUTER_FOLDER`` (not a DNS label, so no
+deployment's), so that ``mlops monitor`` counts the requests no scoring service saw.
+
 Logging: ``"log": {"file": ..., "max_bytes": ..., "backups": ...}`` rotates the router's log by
 size; ``"access_log": true`` logs every proxied request (off by default).
 
@@ -54,6 +60,8 @@ import httpx
 from pipeline.errors import MlopsError
 from pipeline.server import logs
 from pipeline.server.auth import KeyChecker
+from pipeline.server.collector import Collector
+from pipeline.server.eventfiles import ROUTER_FOLDER
 
 log = logging.getLogger("mlops.router")
 
@@ -81,6 +89,8 @@ class Routes:
     keys_file: str | None = None
     max_body_bytes: int | None = None
     access_log: bool = False
+    endpoint: str = ""
+    data_dir: str | None = None
 
     @classmethod
     def from_text(cls, text: str) -> Routes:
@@ -94,6 +104,8 @@ class Routes:
             keys_file=data.get("keys_file"),
             max_body_bytes=data.get("max_body_bytes"),
             access_log=bool(data.get("access_log", False)),
+            endpoint=str(data.get("endpoint", "")),
+            data_dir=data.get("data_dir"),
         )
 
     def pick(self) -> str | None:
@@ -113,6 +125,7 @@ class Router:
         self._counters: dict[str, itertools.count] = {}
         self._mirrors: set[asyncio.Task] = set()
         self._keys: KeyChecker | None = None
+        self.collector: Collector | None = None  # made at startup, on the loop (it needs one)
         self.client: httpx.AsyncClient = None  # type: ignore[assignment]  # made at startup, in the loop
         self.reload()
 
@@ -154,30 +167,31 @@ class Router:
         if scope["path"] == READY_PATH:
             await self._ready(send)
             return
+        start = time.perf_counter()
+        status, error = await self._handle(scope, receive, send)
+        if error is not None and self.collector is not None:
+            self.collector.record("router", status, (time.perf_counter() - start) * 1000, None, None, error)
+
+    async def _handle(self, scope, receive, send) -> tuple[int, str | None]:
+        """Answer one request: (status, the router's own error message or None when forwarded)."""
         routes, keys = self.routes, self._keys
         headers_in = dict(scope["headers"])
         if keys is not None and not keys.allows(headers_in.get(b"authorization")):
-            await _respond(send, 401, {"error": "missing or invalid key: send 'Authorization: Bearer <key>'"},
-                           _CLOSE)
-            return
+            return await _refuse(send, 401, "missing or invalid key: send 'Authorization: Bearer <key>'", _CLOSE)
         limit = routes.max_body_bytes
         declared = headers_in.get(b"content-length")
         if declared is not None:
             if not declared.isdigit():
-                await _respond(send, 400, {"error": "Content-Length is not a number"}, _CLOSE)
-                return
+                return await _refuse(send, 400, "Content-Length is not a number", _CLOSE)
             if limit is not None and int(declared) > limit:
-                await _respond(send, 413, {"error": f"request body of {int(declared)} bytes exceeds the limit "
-                                                    f"of {limit} bytes"}, _CLOSE)
-                return
+                return await _refuse(send, 413, f"request body of {int(declared)} bytes exceeds the limit "
+                                                f"of {limit} bytes", _CLOSE)
         pinned = next((v.decode() for k, v in scope["headers"] if k in PIN_HEADERS), None)
         if pinned is not None and pinned not in routes.backends:
-            await _respond(send, 404, {"error": f"deployment '{pinned}' is not part of this endpoint"})
-            return
+            return await _refuse(send, 404, f"deployment '{pinned}' is not part of this endpoint")
         deployment = pinned or routes.pick()
         if deployment is None:
-            await _respond(send, 503, {"error": "the endpoint has no live traffic (all weights are 0)"})
-            return
+            return await _refuse(send, 503, "the endpoint has no live traffic (all weights are 0)")
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]
                    if k.decode("latin-1").lower() not in _REQUEST_HOP_HEADERS]
         target = scope["raw_path"].decode("latin-1") if scope.get("raw_path") else scope["path"]
@@ -185,25 +199,26 @@ class Router:
             target += "?" + scope["query_string"].decode("latin-1")
         body = _Body(receive, limit)
         start = time.perf_counter()
-        status = await self._forward(send, deployment, scope["method"], target, headers, body)
+        status, error = await self._forward(send, deployment, scope["method"], target, headers, body)
         if routes.access_log:
             log.info("%s %s -> %s %d %.1f ms", scope["method"], target, deployment, status,
                      (time.perf_counter() - start) * 1000)
         if pinned is None and body.complete is not None:
             self._mirror(routes, scope["method"], target, headers, body.complete)
+        return status, error
 
-    async def _forward(self, send, deployment, method, target, headers, body: _Body) -> int:
+    async def _forward(self, send, deployment, method, target, headers, body: _Body) -> tuple[int, str | None]:
         failed_url = None
         for attempt in range(2):
             url = self._instance(deployment, skip=failed_url)
             try:
                 response = await self.client.request(method, url + target, headers=headers, content=body.content())
             except BodyTooLarge as error:
-                return await _respond(send, 413, {"error": str(error)}, _CLOSE)
+                return await _refuse(send, 413, str(error), _CLOSE)
             except ClientStalled as error:
-                return await _respond(send, 408, {"error": str(error)}, _CLOSE)
+                return await _refuse(send, 408, str(error), _CLOSE)
             except ClientGone:
-                return 499
+                return 499, "the client disconnected mid-body"
             except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as error:
                 failed_url = url
                 log.warning("backend %s of %s failed (%s), attempt %d", url, deployment, error, attempt + 1)
@@ -212,7 +227,7 @@ class Router:
                 deployment = self._fallback(deployment)
                 continue
             except httpx.TimeoutException:
-                return await _respond(send, 504, {"error": f"deployment '{deployment}' did not answer in time"})
+                return await _refuse(send, 504, f"deployment '{deployment}' did not answer in time")
             out = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()
                    if k.lower() not in _HOP_HEADERS]
             out.append((b"x-mlops-deployment", deployment.encode()))
@@ -221,8 +236,8 @@ class Router:
                 out.extend(_CLOSE)
             await send({"type": "http.response.start", "status": response.status_code, "headers": out})
             await send({"type": "http.response.body", "body": response.content})
-            return response.status_code
-        return await _respond(send, 502, {"error": f"deployment '{deployment}' is unreachable"}, _CLOSE)
+            return response.status_code, None
+        return await _refuse(send, 502, f"deployment '{deployment}' is unreachable", _CLOSE)
 
     def _fallback(self, deployment: str) -> str:
         """After a failed attempt: the same deployment if it is still routed, else a fresh pick."""
@@ -260,17 +275,30 @@ class Router:
                     timeout=httpx.Timeout(300.0, connect=2.0),
                     limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
                 self._watcher = asyncio.create_task(self._watch())
+                self._collect()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self._watcher.cancel()
                 await self.client.aclose()
+                if self.collector is not None:
+                    self.collector.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(RELOAD_SECONDS)
-            self.reload()
+            if self.reload():
+                self._collect()
+
+    def _collect(self) -> None:
+        """Start collecting refusals once the routes name a data folder (on the loop: the collector's
+        timer needs it); an endpoint's first deployment may come after its router started."""
+        routes = self.routes
+        if self.collector is None and routes.data_dir and routes.endpoint:
+            self.collector = Collector(Path(routes.data_dir), endpoint=routes.endpoint,
+                                       deployment=ROUTER_FOLDER, model=None, model_version=None)
+            self.collector.start()
 
 
 class BodyTooLarge(Exception):
@@ -337,6 +365,12 @@ async def _respond(send, status: int, payload: dict[str, Any], headers: list | t
                             (b"content-length", str(len(body)).encode()), *headers]})
     await send({"type": "http.response.body", "body": body})
     return status
+
+
+async def _refuse(send, status: int, error: str, headers: list | tuple = ()) -> tuple[int, str]:
+    """Answer with the router's own error; the caller collects it."""
+    await _respond(send, status, {"error": error}, headers)
+    return status, error
 
 
 def _configure_logging(data: dict) -> None:

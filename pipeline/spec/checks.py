@@ -44,6 +44,7 @@ def check(source: Source, root: Path, accepted: Any) -> Found:
     yield from _traffic(source, data)
     yield from _paths(source, data, root)
     yield from _environments(source, data)
+    yield from _drift(source, data)
     yield from _secrets(source, data)
     yield from _routing(source, data)
     yield from _edge(source, data)
@@ -209,6 +210,16 @@ def _environments(source: Source, data: dict) -> Found:
             path = ("environments", name, "base_image")
             yield (source.at(path, key=True),
                    f"{dotted(path)}: a dockerfile sets its own base image (FROM); remove base_image")
+
+
+def _drift(source: Source, data: dict) -> Found:
+    for name, model in _mapping(data.get("models")).items():
+        drift = _mapping(_mapping(model).get("drift"))
+        moderate, significant = drift.get("psi_moderate", 0.1), drift.get("psi_significant", 0.25)
+        if isinstance(moderate, int | float) and isinstance(significant, int | float) and moderate > significant:
+            path = ("models", name, "drift", "psi_moderate" if "psi_moderate" in drift else "psi_significant")
+            yield (source.at(path),
+                   f"{dotted(path)}: psi_moderate ({moderate:g}) must not exceed psi_significant ({significant:g})")
 
 
 def _secret_fields(data: dict) -> Iterator[tuple[tuple, str, Any]]:

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pipeline.settings import DataCollector, RequestSettings  # shared with the scoring service
 from pipeline.spec.target_kinds import TARGET_KINDS, TargetKind
@@ -69,6 +70,7 @@ class Model:
     description: str = ""
     tags: Mapping[str, str] = field(default_factory=dict)
     baseline: str | None = None  # reference data (CSV or JSON lines) for drift
+    drift: Mapping[str, Any] = field(default_factory=dict)  # how drift is judged (monitor.drift.DriftPolicy)
 
     def baseline_in_folder(self) -> str | None:
         """The baseline's path inside the model's folder (a loaded model reads its header for the column

@@ -364,6 +364,8 @@ class RoutedTarget:
                   # the router checks keys and sizes before any body is read, and rotates its own log
                   "keys_file": str(self.keys_file(endpoint)) if record.get("auth_mode") == "key" else None,
                   "max_body_bytes": max(limits) if limits else None,
+                  # where the router collects the requests it refuses itself, when the endpoint collects
+                  "data_dir": str(self.data_dir) if any(s.get("collects") for s in deployments.values()) else None,
                   "log": {"file": str(folder / "router.log")}}
         text = json.dumps(routes, indent=2, sort_keys=True)
         return text, hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -440,7 +442,7 @@ class RoutedTarget:
         state = {"model": request.model.ref, "model_digest": request.model.digest, "image": request.image,
                  "environment": deployment.environment, "settings_digest": request.settings_digest,
                  "max_body_bytes": deployment.request_settings.max_body_bytes,
-                 "instances": new, "updated": _now()}
+                 "collects": deployment.data_collector.enabled, "instances": new, "updated": _now()}
         _write(path, state)  # commit: from here on, the new instances are the deployment
         self._switch(endpoint)  # the router sends no new request to the old instances
         self._stop_instances(old.get("instances", []))

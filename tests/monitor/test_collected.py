@@ -79,3 +79,24 @@ def test_newest_reads_the_last_events_from_the_newest_periods_back(tmp_path):
     assert [e.id for e in reader.newest(3, lambda e: not e.failed)] == ["id2", "id3", "id4"]
     assert reader.files_read == 3  # the oldest hour was never opened
     assert [e.id for e in read_events(tmp_path, "ep", "blue").newest(10)] == [f"id{n}" for n in range(6)]
+
+
+def test_a_short_window_opens_only_the_files_that_can_hold_it(tmp_path):
+    for hour in range(6):  # hour-rolled files of one day: 00 .. 05
+        _write(tmp_path, f"ep/blue/2024/05/01/{hour:02d}/00-1-a.jsonl",
+               [_event(f"2024-05-01T{hour:02d}:10:00+00:00", hour)])
+    for minute in (10, 20):  # a minute-rolled deployment
+        _write(tmp_path, f"ep/green/2024/05/01/05/{minute:02d}-1-a.jsonl",
+               [_event(f"2024-05-01T05:{minute:02d}:30+00:00", minute)])
+    reader = read_events(tmp_path, "ep", since=datetime(2024, 5, 1, 5, 15, tzinfo=UTC))
+    assert [e.id for e in reader] == ["id20"]
+    # blue's 05 and green's 05/20, and blue's 00/00 (it could be a day-rolled file); not 01-04 nor 05/10
+    assert reader.files_read == 3
+
+
+def test_unordered_reading_yields_the_same_events(tmp_path):
+    _write(tmp_path, "ep/blue/2024/05/01/12/00-1-a.jsonl", [_event("2024-05-01T12:00:01.000000+00:00", 0),
+                                                            _event("2024-05-01T12:30:00.000000+00:00", 2)])
+    _write(tmp_path, "ep/blue/2024/05/01/12/00-7-c.jsonl", [_event("2024-05-01T12:10:00.000000+00:00", 1)])
+    unordered = [e.id for e in read_events(tmp_path, ordered=False)]
+    assert sorted(unordered) == ["id0", "id1", "id2"] and len(unordered) == 3

@@ -42,7 +42,7 @@ def repo(tmp_path: Path) -> Path:
     shutil.copytree(REPO / "models", tmp_path / "models")
     shutil.copytree(REPO / "environments", tmp_path / "environments")
     shutil.copy(REPO / "mlops.yaml", tmp_path / "mlops.yaml")
-    moment = datetime.now(UTC) - timedelta(hours=30)
+    moment = (datetime.now(UTC) - timedelta(hours=30)).replace(minute=10)
     folder = tmp_path / ".mlops" / "data" / "iris" / "blue" / moment.strftime("%Y/%m/%d/%H")
     folder.mkdir(parents=True)
     event = {"time": moment.isoformat(), "deployment": "blue", "status": 200, "latency_ms": 1.0,
@@ -62,11 +62,23 @@ def test_monitor_since_days_finds_a_request_of_yesterday(repo):
 
 
 def test_empty_window_names_the_window_and_the_files_read(repo):
-    since = (datetime.now(UTC) - timedelta(hours=24)).strftime("%Y-%m-%dT%H:%M")
+    """The window starts after the one request, within the hour its file holds: that file is read."""
+    (path,) = (repo / ".mlops" / "data").rglob("*.jsonl")
+    moment = datetime.fromisoformat(json.loads(path.read_text())["time"])
+    since = (moment + timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M")
     result = _monitor(repo, "--since", since)
     assert result.exit_code == 0, result.output
     assert result.output.startswith(f"no requests between {since}:00Z and ")
     assert result.output.rstrip().endswith("(1 files read)")
+
+
+def test_a_window_after_a_file_s_hour_does_not_open_it(repo):
+    (path,) = (repo / ".mlops" / "data").rglob("*.jsonl")
+    moment = datetime.fromisoformat(json.loads(path.read_text())["time"])
+    since = (moment.replace(minute=0) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")
+    result = _monitor(repo, "--since", since)
+    expected = 1 if moment.hour == 0 else 0  # a file of hour 00 may be day-rolled: it is opened
+    assert result.output.rstrip().endswith(f"({expected} files read)"), result.output
 
 
 def test_unreadable_since_is_one_message_and_exit_1(repo):

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from pipeline.monitor import read_events
 from pipeline.targets.health import free_port
 
 BACKEND = textwrap.dedent("""
@@ -65,9 +66,9 @@ def _cluster(tmp_path: Path, script: Path, processes: list[subprocess.Popen], wa
     port = free_port()
     config = tmp_path / "router.json"
 
-    def route(traffic, mirror=None, names=("blue", "green", "shadow"), wait=True):
+    def route(traffic, mirror=None, names=("blue", "green", "shadow"), wait=True, **extra):
         data = {"endpoint": "e", "host": "127.0.0.1", "port": port,
-                "backends": {n: backends[n] for n in names}, "traffic": traffic, "mirror": mirror or {}}
+                "backends": {n: backends[n] for n in names}, "traffic": traffic, "mirror": mirror or {}, **extra}
         temp = tmp_path / "router.tmp"
         temp.write_text(json.dumps(data))
         os.replace(temp, config)
@@ -111,6 +112,18 @@ def test_mirror_copies_requests_and_discards_answers(cluster):
     time.sleep(0.3)
     mirrored = len((cluster["logs"] / "shadow.log").read_text().splitlines())
     assert 60 < mirrored < 140  # 50 % of 200
+
+
+def test_refusals_are_collected_once_the_routes_name_a_data_folder(cluster, tmp_path):
+    """An endpoint's router starts before its first deployment: collection starts with the routes."""
+    cluster["route"]({"blue": 100}, data_dir=str(tmp_path / "data"))
+    assert httpx.post(cluster["url"] + "/score", content=b"{}", headers={"x-mlops-deployment": "nope"}
+                      ).status_code == 404
+    deadline, events = time.monotonic() + 10, []
+    while time.monotonic() < deadline and not events:
+        time.sleep(0.2)
+        events = list(read_events(tmp_path / "data", "e", "_router"))
+    assert [(e.status, e.route) for e in events] == [(404, "router")]
 
 
 def test_no_live_traffic_answers_503(cluster):

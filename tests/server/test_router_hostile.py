@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from pipeline.keys import ensure_keys
+from pipeline.monitor import read_events
 from pipeline.targets.health import free_port
 
 BACKEND = """
@@ -47,7 +48,7 @@ def router(tmp_path: Path, wait_http):
     backend_port, port = free_port(), free_port()
     config = {"endpoint": "e", "host": "127.0.0.1", "port": port,
               "backends": {"blue": [f"http://127.0.0.1:{backend_port}"]}, "traffic": {"blue": 100},
-              "keys_file": str(tmp_path / "keys.json"), "max_body_bytes": LIMIT,
+              "keys_file": str(tmp_path / "keys.json"), "max_body_bytes": LIMIT, "data_dir": str(tmp_path / "data"),
               "log": {"file": str(tmp_path / "router.log"), "max_bytes": 2000, "backups": 1}}
     (tmp_path / "router.json").write_text(json.dumps(config))
     processes = [subprocess.Popen([sys.executable, str(tmp_path / "backend.py"), str(backend_port)]),
@@ -57,7 +58,7 @@ def router(tmp_path: Path, wait_http):
         wait_http(f"http://127.0.0.1:{backend_port}/")
         wait_http(f"http://127.0.0.1:{port}/-/router/ready")
         yield {"url": f"http://127.0.0.1:{port}/score", "key": keys["primary"], "pid": processes[1].pid,
-               "log": tmp_path / "router.log"}
+               "log": tmp_path / "router.log", "data": tmp_path / "data"}
     finally:
         for process in processes:
             process.terminate()
@@ -130,3 +131,17 @@ def test_opted_in_access_log_rotates_by_size(router):
     log, backup = router["log"], router["log"].with_name("router.log.1")
     assert "/score -> blue 200" in log.read_text() + backup.read_text()
     assert log.stat().st_size <= 2000 and backup.stat().st_size <= 2000
+
+
+def test_the_requests_the_router_refuses_are_collected_without_payload(router):
+    """No scoring service sees them, so the router collects them itself, for `mlops monitor` to count."""
+    assert _post(router, "wrong", b'{"data": [[1]]}') == 401
+    assert _post(router, router["key"], b"{}", **{"x-mlops-deployment": "nope"}) == 404
+    assert _post(router, router["key"], b"{}") == 200  # forwarded: the instance collects it, not the router
+    deadline, events = time.monotonic() + 10, []
+    while time.monotonic() < deadline and len(events) < 2:
+        time.sleep(0.2)
+        events = list(read_events(router["data"], "e"))
+    assert [(e.deployment, e.status, e.inputs, e.outputs, e.model) for e in events] == [
+        ("_router", 401, None, None, None), ("_router", 404, None, None, None)]
+    assert "deployment 'nope' is not part of this endpoint" in events[1].error

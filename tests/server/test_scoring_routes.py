@@ -243,3 +243,23 @@ def test_collected_events(sklearn_server):
     assert len(ok.id) == 32 and ok.id[12] == "4"
     assert failed.status == 400 and "rows of 4 numbers" in failed.error
     assert len({e.id for e in events}) == len(events)
+
+
+def test_requests_refused_before_scoring_are_collected_without_payload(sklearn_server):
+    """401s and unknown routes never reach the model, but the monitor must count them."""
+    with httpx.Client(base_url=sklearn_server.url) as anonymous:
+        assert anonymous.post("/score", json={"data": ROWS}).status_code == 401
+    with sklearn_server.client() as client:
+        assert client.post("/no/such/route", json={"data": ROWS}).status_code == 404
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        events = list(read_events(sklearn_server.folder / "data", "ep", "blue"))
+        refused = [e for e in events if e.status in (401, 404) and e.route in ("/score", "other")]
+        if len(refused) >= 2:
+            break
+        time.sleep(0.1)
+    unauthorized = next(e for e in refused if e.status == 401)
+    unknown = next(e for e in refused if e.status == 404)
+    assert (unauthorized.route, unauthorized.inputs, unauthorized.outputs) == ("/score", None, None)
+    assert unauthorized.error == "missing or invalid key" and unauthorized.model == "iris"
+    assert (unknown.route, unknown.inputs, unknown.error) == ("other", None, "unknown route")
