@@ -12,13 +12,15 @@ Each loads the same skops file and answers 1-row JSON bodies with its framework'
   with LitServe's dynamic batching (``max_batch_size`` 16, ``batch_timeout`` 5 ms).
 
 Per-request logging is off everywhere (as it is on the mlops server measured): KServe's latency
-log line and uvicorn's access log, LitServe's ``log_level``.
+and timing lines, uvicorn's access log and a per-request deprecation warning, LitServe's
+``log_level``.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import warnings
 
 HOST = "127.0.0.1"
 MODEL_NAME = "bench"  # the model's name in KServe's routes, as in the mlops server's config
@@ -73,7 +75,10 @@ def run_kserve(model_file: str, port: int) -> None:
     model = SklearnModel(MODEL_NAME)
     model.load()
     server = kserve.ModelServer(http_port=port, workers=1, enable_grpc=False, enable_latency_logging=False)
-    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)  # after KServe configured its logging
+    for per_request in ("uvicorn.access", "kserve.trace"):  # after KServe configured its logging
+        logging.getLogger(per_request).setLevel(logging.WARNING)  # kserve.trace: 2 timing lines per request
+    # KServe 0.21 answers with FastAPI's ORJSONResponse, which newer FastAPI warns about on every request
+    warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
     server.start([model])
 
 
