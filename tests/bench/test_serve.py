@@ -48,3 +48,15 @@ def test_a_peer_that_does_not_start_fails_the_run_with_its_log(serve, monkeypatc
     error = capsys.readouterr().err
     assert "bare on lr failed to start: bare exited with code 3" in error
     assert "cannot load model.skops" in error
+
+
+def test_the_ratios_table_marks_each_issue_target_met_or_not(serve):
+    measured = serve.Result
+    results = {("mlops", "lr", 16): measured(5000, 3.0, 6.0, 0),
+               ("kserve-v1", "lr", 16): measured(2500, 6.0, 9.0, 0),
+               ("mlops", "lr", 1): measured(3000, 0.30, 0.5, 0),
+               ("mlops-nobatch", "lr", 1): measured(3000, 0.25, 0.5, 0)}
+    rows = serve.target_rows(results, [1, 16])
+    assert "| mlops / kserve-v1 req/s | lr | 2.00× | ≥ 2.5 | **no** |" in rows
+    assert "| mlops / mlops-nobatch p50, 1 conn. | lr | +20.0% | within ±5% | **no** |" in rows
+    assert len(rows) == 2  # no row for a pair that was not measured
