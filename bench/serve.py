@@ -17,9 +17,9 @@ on the Open Inference Protocol route), ``mlops-nobatch`` (``request_settings.max
 sink as on Kubernetes; not in the default set), ``mlflow`` (``mlflow models serve --env-manager
 local``), ``bare``, ``kserve-v1`` / ``kserve-oip`` (KServe's model server, its v1 ``:predict`` and
 its OIP ``infer`` route) and ``litserve`` / ``litserve-batch`` (without and with its batching); the
-peers' code is in ``bench/peers.py``. Every server runs from this Python (``pip install
-"mlops-pipeline[bench]"``); one that is not installed or does not start fails the run (exit 1,
-with the last lines of its log).
+peers' code is in ``bench/peers.py``. Every server runs from this Python (``pip install -e
+".[bench]"``); one that is not installed or does not start fails the run (exit 1, with the last
+lines of its log).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ DEFAULT_SERVERS = [label for label in SERVERS if label != "mlops+ship"]
 # what each server needs importable beyond the project's own dependencies (the bench extra)
 NEEDS = {"mlflow": "mlflow", "bare": "orjson", "kserve-v1": "kserve", "kserve-oip": "kserve",
          "litserve": "litserve", "litserve-batch": "litserve"}
-INSTALL = 'pip install "mlops-pipeline[bench]"'
+INSTALL = 'pip install -e ".[bench]" (from the project folder)'
 LOG_TAIL_LINES = 20
 TARGETS = {"collection_cost": 0.05, "p99_ms_lr_c16": 20.0, "cold_start_s": 2.0, "nobatch_p50_c1": 0.05}
 # (numerator, denominator, model, minimum ratio of req/s at the highest concurrency): issue #19's targets

@@ -32,7 +32,7 @@ def test_a_peer_that_is_not_installed_fails_the_run_with_the_install_command(ser
     monkeypatch.setitem(serve.NEEDS, "litserve", "no_such_module_for_this_test")
     assert serve.main(["--servers", "litserve", "--models", "lr"]) == 1
     error = capsys.readouterr().err
-    assert "no_such_module_for_this_test not installed" in error and "mlops-pipeline[bench]" in error
+    assert "no_such_module_for_this_test not installed" in error and 'pip install -e ".[bench]"' in error
 
 
 def test_a_peer_that_does_not_start_fails_the_run_with_its_log(serve, monkeypatch, capsys):
