@@ -1,6 +1,6 @@
-"""Benchmark the scoring service against MLflow's and a bare Starlette app, in one sitting.
+"""Benchmark the scoring service against its peers (MLflow, KServe, LitServe, a bare app), in one sitting.
 
-    python bench/serve.py [--duration 5] [--concurrency 1,16] [--models lr,rf] [--write-readme]
+    python bench/serve.py [--duration 5] [--concurrency 1,16] [--models lr,rf] [--servers ...] [--write-readme]
 
 Trains two models on synthetic data (a logistic regression on 20 features and a 50-tree random
 forest), saves them with skops (and with ``mlflow.sklearn.save_model`` for MLflow), then for each
@@ -11,21 +11,28 @@ Lua script for the POST body, or, when wrk is missing, a bounded Python client (
 keep-alive connections; slower, so its numbers only compare with each other). Every cell runs
 ``--duration`` seconds per round.
 
-Servers: ``mlops`` (auth on, collection off), ``mlops+collect`` (collection at sampling 1.0),
-``mlops+ship`` (collection, shipped to a collection sink as on Kubernetes; not in the default set),
-``mlflow`` (``mlflow models serve --env-manager local``; skipped with a note when MLflow is not
-installed) and ``bare`` (Starlette, 1 worker, uvloop + httptools, parses JSON, calls predict).
+Servers (``SERVERS``): ``mlops`` (auth on, collection off; ``/score``), ``mlops-oip`` (the same
+on the Open Inference Protocol route), ``mlops-nobatch`` (``request_settings.max_batch_size`` 1),
+``mlops+collect`` (collection at sampling 1.0), ``mlops+ship`` (collection, shipped to a collection
+sink as on Kubernetes; not in the default set), ``mlflow`` (``mlflow models serve --env-manager
+local``), ``bare``, ``kserve-v1`` / ``kserve-oip`` (KServe's model server, its v1 ``:predict`` and
+its OIP ``infer`` route) and ``litserve`` / ``litserve-batch`` (without and with its batching); the
+peers' code is in ``bench/peers.py``. Every server runs from this Python (``pip install -e
+".[bench]"``); one that is not installed or does not start fails the run (exit 1, with the last
+lines of its log).
 """
 
 from __future__ import annotations
 
 import argparse
 import http.client
+import importlib.util
 import inspect
 import json
 import os
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -42,7 +49,26 @@ FEATURES = 20
 READY_TIMEOUT = 90.0
 README = Path(__file__).resolve().parent / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
-TARGETS = {"vs_mlflow": 3.0, "vs_bare": 0.9, "collection_cost": 0.05, "p99_ms_lr_c16": 20.0, "cold_start_s": 2.0}
+PEERS = Path(__file__).resolve().parent / "peers.py"
+MODEL_NAME = "bench"  # the model's name in the OIP and KServe routes
+MLOPS = ("mlops", "mlops-oip", "mlops-nobatch", "mlops+collect", "mlops+ship")
+SERVERS = (*MLOPS, "mlflow", "bare", "kserve-v1", "kserve-oip", "litserve", "litserve-batch")
+DEFAULT_SERVERS = [label for label in SERVERS if label != "mlops+ship"]
+# what each server needs importable beyond the project's own dependencies (the bench extra)
+NEEDS = {"mlflow": "mlflow", "bare": "orjson", "kserve-v1": "kserve", "kserve-oip": "kserve",
+         "litserve": "litserve", "litserve-batch": "litserve"}
+INSTALL = 'pip install -e ".[bench]" (from the project folder)'
+LOG_TAIL_LINES = 20
+TARGETS = {"collection_cost": 0.05, "p99_ms_lr_c16": 20.0, "cold_start_s": 2.0, "nobatch_p50_c1": 0.05}
+# (numerator, denominator, model, minimum ratio of req/s at the highest concurrency): issue #19's targets
+RATIO_TARGETS = [("mlops", "mlflow", "lr", 3.0), ("mlops", "bare", "lr", 1.0), ("mlops", "kserve-v1", "lr", 2.5),
+                 ("mlops-oip", "kserve-oip", "lr", 3.0), ("mlops", "litserve", "lr", 4.0),
+                 ("mlops", "mlflow", "rf", 5.0), ("mlops", "bare", "rf", 3.0), ("mlops", "litserve-batch", "rf", 1.5)]
+P99_TARGETS = [("mlops", "bare", "rf")]  # p99 at the highest concurrency: numerator ≤ denominator
+
+
+class PeerFailed(RuntimeError):
+    """A server did not start or did not answer its first request: the run stops (exit 1)."""
 
 
 # -- models ---------------------------------------------------------------------------------------
@@ -100,13 +126,13 @@ class Server:
         """Start the process; seconds until the ready route answered 200."""
         self.log = folder / f"{self.label}-{self.port}.log"
         began = time.perf_counter()
-        with open(self.log, "wb") as log:
+        with open(self.log, "wb") as log:  # a session of its own: stop() ends its worker processes too
             self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+                                            env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
         deadline = began + READY_TIMEOUT
         while time.perf_counter() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"{self.label} exited: {self.log.read_text()[-2000:]}")
+                raise PeerFailed(f"{self.label} exited with code {self.process.returncode}")
             try:
                 connection = http.client.HTTPConnection(HOST, self.port, timeout=1)
                 connection.request("GET", self.ready_path)
@@ -115,25 +141,38 @@ class Server:
             except OSError:
                 pass
             time.sleep(0.02)
-        raise RuntimeError(f"{self.label} not ready after {READY_TIMEOUT} s")
+        raise PeerFailed(f"{self.label} not ready on {self.ready_path} after {READY_TIMEOUT:g} s")
 
     def check(self) -> None:
         """One request, so that a wrong body or key fails loudly instead of measuring errors."""
-        connection = http.client.HTTPConnection(HOST, self.port, timeout=10)
-        connection.request("POST", self.path, body=self.body, headers=self.headers)
-        response = connection.getresponse()
-        text = response.read()
+        try:
+            connection = http.client.HTTPConnection(HOST, self.port, timeout=10)
+            connection.request("POST", self.path, body=self.body, headers=self.headers)
+            response = connection.getresponse()
+            text = response.read()
+        except OSError as error:
+            raise PeerFailed(f"{self.label}: POST {self.path} failed: {error}") from None
         if response.status != 200:
-            raise RuntimeError(f"{self.label}: {response.status} {text[:300]!r}")
+            raise PeerFailed(f"{self.label}: POST {self.path} answered {response.status} {text[:300]!r}")
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        if self.log is None or not self.log.exists():
+            return ""
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
+        """SIGTERM to the server's whole process group, SIGKILL to what is left after 20 s."""
+        if self.process is None:
+            return
+        for sent in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.process.pid, sent)
+            except ProcessLookupError:
+                break
             try:
                 self.process.wait(20)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                pass
 
 
 def mlops_server(label: str, model_dir: Path, folder: Path, collect: bool, execution: str,
@@ -142,17 +181,22 @@ def mlops_server(label: str, model_dir: Path, folder: Path, collect: bool, execu
 
     port = free_port()
     keys = generate_keys(folder / f"keys-{port}.json")
-    config = {"model_dir": str(model_dir), "flavor": "sklearn", "model_name": "bench", "model_version": 1,
+    config = {"model_dir": str(model_dir), "flavor": "sklearn", "model_name": MODEL_NAME, "model_version": 1,
               "host": HOST, "port": port, "keys_file": str(folder / f"keys-{port}.json"),
               "data_collector": {"enabled": collect, "sampling_rate": 1.0, "rolling_rate": "minute"},
               "data_dir": str(folder / "collected") if collect else None, "log_level": "warning",
               "execution": execution}
     if sink:
         config["collection_sink"] = sink
+    if label == "mlops-nobatch":
+        config["request_settings"] = {"max_batch_size": 1}  # adaptive batching off: every request alone
     path = folder / f"server-{port}.json"
     path.write_text(json.dumps(config))
-    return Server(label, [sys.executable, "-m", "pipeline.server", "--config", str(path)], port, "/score",
-                  "/v2/health/ready", body(), {"Content-Type": "application/json",
+    route, payload = ("/score", body())
+    if label == "mlops-oip":
+        route, payload = f"/v2/models/{MODEL_NAME}/infer", oip_body("predict")
+    return Server(label, [sys.executable, "-m", "pipeline.server", "--config", str(path)], port, route,
+                  "/v2/health/ready", payload, {"Content-Type": "application/json",
                                                 "Authorization": f"Bearer {keys['primary']}"})
 
 
@@ -175,69 +219,71 @@ def mlflow_server(model_dir: Path) -> Server:
                   {"Content-Type": "application/json"})
 
 
-def bare_server(model_dir: Path) -> Server:
+def peer_server(label: str, model_dir: Path) -> Server:
+    """A peer from ``bench/peers.py`` on the model's skops file, with the body its route takes."""
     port = free_port()
-    command = [sys.executable, str(Path(__file__).resolve()), "_bare", str(model_dir / "model.skops"), str(port)]
-    return Server("bare", command, port, "/score", "/ready", body(), {"Content-Type": "application/json"})
-
-
-def run_bare(model_file: str, port: int) -> None:
-    """The baseline: the least a Python service can do (parse JSON, predict, answer)."""
-    import numpy as np
-    import orjson
-    import skops.io as sio
-    import uvicorn
-    from starlette.applications import Starlette
-    from starlette.responses import Response
-    from starlette.routing import Route
-
-    model = sio.load(model_file, trusted=sio.get_untrusted_types(file=model_file))  # our own file
-
-    async def score(request):
-        rows = np.asarray(orjson.loads(await request.body())["data"], dtype=np.float64)
-        return Response(orjson.dumps({"predictions": model.predict(rows).tolist()}), media_type="application/json")
-
-    async def ready(request):
-        return Response(b"ok")
-
-    app = Starlette(routes=[Route("/score", score, methods=["POST"]), Route("/ready", ready)])
-    uvicorn.run(app, host=HOST, port=port, loop="uvloop", http="httptools", access_log=False, log_level="warning")
+    peer = "kserve" if label.startswith("kserve") else label
+    command = [sys.executable, str(PEERS), peer, str(model_dir / "model.skops"), str(port)]
+    json_headers = {"Content-Type": "application/json"}
+    if label == "kserve-v1":
+        row = json.loads(body())["data"]
+        return Server(label, command, port, f"/v1/models/{MODEL_NAME}:predict", "/v2/health/ready",
+                      json.dumps({"instances": row}).encode(), json_headers)
+    if label == "kserve-oip":  # its one output is named output-0: asking for it changes nothing
+        return Server(label, command, port, f"/v2/models/{MODEL_NAME}/infer", "/v2/health/ready", oip_body(None),
+                      json_headers)
+    if label == "bare":
+        return Server(label, command, port, "/score", "/ready", body(), json_headers)
+    return Server(label, command, port, "/predict", "/health", body(), json_headers)  # litserve[-batch]
 
 
 def start_servers(model: str, labels: list[str], saved: dict[str, dict[str, Path]], folder: Path,
-                  execution: str, cold: dict[str, float], notes: list[str]) -> list[Server]:
-    """Start each server alone (its cold start is timed), then leave them all idle and ready."""
-    running = []
+                  execution: str, cold: dict[str, float], running: list[Server]) -> None:
+    """Start each server alone (its cold start is timed), then leave them all idle and ready in
+    ``running`` (the caller stops them, also when one fails: PeerFailed, with its log's last lines)."""
     for label in labels:
         if label == "mlops+ship":  # its sink first: a process of its own, stopped with the others
             sink = sink_server(folder)
-            sink.start(folder)
             running.append(sink)
+            start_one(sink, model, folder)
             server = mlops_server(label, saved[model]["skops"], folder, True, execution,
                                   sink=f"http://{HOST}:{sink.port}")
-        elif label in ("mlops", "mlops+collect"):
+        elif label in MLOPS:
             server = mlops_server(label, saved[model]["skops"], folder, label == "mlops+collect", execution)
         elif label == "mlflow":
             server = mlflow_server(saved[model]["mlflow"])
         else:
-            server = bare_server(saved[model]["skops"])
-        try:
-            seconds = server.start(folder)
-            server.check()
-        except (RuntimeError, OSError) as error:
-            server.stop()
-            notes.append(f"{label} on {model} failed: {str(error)[:300]}")
-            print(notes[-1], file=sys.stderr)
-            continue
+            server = peer_server(label, saved[model]["skops"])
+        running.append(server)
+        seconds = start_one(server, model, folder)
         if model == "lr":
             cold[label] = seconds
-        running.append(server)
-    return running
+
+
+def start_one(server: Server, model: str, folder: Path) -> float:
+    try:
+        seconds = server.start(folder)
+        server.check()
+        return seconds
+    except (PeerFailed, OSError) as error:
+        tail = server.log_tail()
+        raise PeerFailed(f"{server.label} on {model} failed to start: {error}"
+                         + (f"\n--- the last lines of its log ---\n{tail}" if tail else "")) from None
 
 
 def body() -> bytes:
+    """The 1-row body of /score, the bare app and LitServe."""
     row = [round(0.1 * (i + 1) - 1.0, 2) for i in range(FEATURES)]
     return json.dumps({"data": [row]}).encode()
+
+
+def oip_body(output: str | None) -> bytes:
+    """The same row as an Open Inference Protocol infer request, asking only for ``output``."""
+    row = json.loads(body())["data"]
+    request = {"inputs": [{"name": "input-0", "shape": [1, FEATURES], "datatype": "FP64", "data": row}]}
+    if output is not None:  # the mlops server answers predict and predict_proba unless asked for one
+        request["outputs"] = [{"name": output}]
+    return json.dumps(request).encode()
 
 
 # -- load -----------------------------------------------------------------------------------------
@@ -326,30 +372,50 @@ def report(results: dict[tuple[str, str, int], Result], cold: dict[str, float], 
              "| server | model | conc. | req/s | p50 ms | p99 ms | errors |", "|---|---|---:|---:|---:|---:|---:|"]
     for (server, model, c), r in results.items():
         lines.append(f"| {server} | {model} | {c} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} |")
-    lines += ["", "| ratio (req/s, highest concurrency) | model | value | target |", "|---|---|---:|---|"]
-    top = max(concurrency)
-    for model in sorted({m for _, m, _ in results}):
-        ours = results.get(("mlops", model, top))
-        if ours is None:
-            continue
-        for other, name, target in (("mlflow", "mlops / mlflow", f"≥ {TARGETS['vs_mlflow']:g}"),
-                                    ("bare", "mlops / bare", f"≥ {TARGETS['vs_bare']:g}")):
-            theirs = results.get((other, model, top))
-            if theirs is not None and theirs.rps:
-                lines.append(f"| {name} | {model} | {ours.rps / theirs.rps:.2f}× | {target} |")
-        collecting = results.get(("mlops+collect", model, top))
-        if collecting is not None and ours.rps:
-            cost = 1 - collecting.rps / ours.rps
-            lines.append(f"| collection cost | {model} | {cost:+.1%} | ≤ {TARGETS['collection_cost']:.0%} |")
-        shipping = results.get(("mlops+ship", model, top))
-        if shipping is not None and ours.rps:
-            cost = 1 - shipping.rps / ours.rps
-            lines.append(f"| collection + shipping cost | {model} | {cost:+.1%} | ≤ {TARGETS['collection_cost']:.0%} |")
+    lines += ["", "| ratio or cost (highest concurrency unless said) | model | value | target | met |",
+              "|---|---|---:|---|---|"]
+    lines += target_rows(results, concurrency)
     lines += ["", "| cold start (process start → ready, lr) | seconds |", "|---|---:|"]
     lines += [f"| {server} | {seconds:.2f} |" for server, seconds in cold.items()]
     if notes:
         lines += [""] + [f"* {note}" for note in notes]
     return "\n".join(lines)
+
+
+def target_rows(results: dict[tuple[str, str, int], Result], concurrency: list[int]) -> list[str]:
+    """One row per target whose servers were measured: issue #19's ratios, collection cost, p99, p50."""
+    top, low = max(concurrency), min(concurrency)
+    models = sorted({m for _, m, _ in results})
+    rows = []
+
+    def row(name: str, model: str, value: str, target: str, met: bool) -> None:
+        rows.append(f"| {name} | {model} | {value} | {target} | {'yes' if met else '**no**'} |")
+
+    for ours, theirs, model, minimum in RATIO_TARGETS:
+        a, b = results.get((ours, model, top)), results.get((theirs, model, top))
+        if a is not None and b is not None and b.rps:
+            ratio = a.rps / b.rps
+            row(f"{ours} / {theirs} req/s", model, f"{ratio:.2f}×", f"≥ {minimum:g}", ratio >= minimum)
+    for ours, theirs, model in P99_TARGETS:
+        a, b = results.get((ours, model, top)), results.get((theirs, model, top))
+        if a is not None and b is not None:
+            row(f"p99 {ours} vs {theirs}", model, f"{a.p99_ms:.2f} vs {b.p99_ms:.2f} ms", f"≤ {theirs}",
+                a.p99_ms <= b.p99_ms)
+    for model in models:
+        ours = results.get(("mlops", model, top))
+        for label, name in (("mlops+collect", "collection cost"), ("mlops+ship", "collection + shipping cost")):
+            other = results.get((label, model, top))
+            if ours is not None and other is not None and ours.rps:
+                cost = 1 - other.rps / ours.rps
+                row(name, model, f"{cost:+.1%}", f"≤ {TARGETS['collection_cost']:.0%}",
+                    cost <= TARGETS["collection_cost"])
+    for model in models:  # batching must not cost a lone caller: p50 at the lowest concurrency
+        ours, nobatch = results.get(("mlops", model, low)), results.get(("mlops-nobatch", model, low))
+        if ours is not None and nobatch is not None and nobatch.p50_ms:
+            change = ours.p50_ms / nobatch.p50_ms - 1
+            row(f"mlops / mlops-nobatch p50, {low} conn.", model, f"{change:+.1%}",
+                f"within ±{TARGETS['nobatch_p50_c1']:.0%}", abs(change) <= TARGETS["nobatch_p50_c1"])
+    return rows
 
 
 def write_readme(table: str, command: str) -> None:
@@ -368,7 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", default="1,16", help="comma-separated connection counts")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per cell; medians reported")
     parser.add_argument("--models", default="lr,rf", help="comma-separated: lr, rf")
-    parser.add_argument("--servers", default="mlops,mlops+collect,mlflow,bare")
+    parser.add_argument("--servers", default=",".join(DEFAULT_SERVERS),
+                        help=f"comma-separated, of: {', '.join(SERVERS)} (default: all but mlops+ship)")
     parser.add_argument("--execution", default="auto", choices=["auto", "inline", "thread"],
                         help="the mlops server's execution mode")
     parser.add_argument("--python-load", action="store_true", help="use the Python load client even with wrk")
@@ -376,16 +443,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     concurrency = [int(c) for c in args.concurrency.split(",")]
     servers = args.servers.split(",")
+    unknown = [label for label in servers if label not in SERVERS]
+    if unknown:
+        parser.error(f"--servers: unknown {', '.join(unknown)}; choose from {', '.join(SERVERS)}")
+    models = args.models.split(",")
+    if not set(models) <= {"lr", "rf"}:
+        parser.error(f"--models: choose from lr, rf, not {args.models}")
+    missing = sorted({NEEDS[label] for label in servers if label in NEEDS
+                      and importlib.util.find_spec(NEEDS[label]) is None})
+    if missing:
+        print(f"error: {', '.join(missing)} not installed for {sys.executable}: {INSTALL}", file=sys.stderr)
+        return 1
     notes: list[str] = []
-    try:
-        import mlflow  # noqa: F401
-
-        has_mlflow = True
-    except ImportError:
-        has_mlflow = False
-    if "mlflow" in servers and not has_mlflow:
-        servers.remove("mlflow")
-        notes.append('mlflow skipped: MLflow is not installed (pip install "mlops-pipeline[bench]")')
     use_wrk = shutil.which("wrk") is not None and not args.python_load
     load = "wrk -t1 (Lua POST script)" if use_wrk else "bounded Python client (threads, keep-alive)"
     if not use_wrk:
@@ -395,10 +464,15 @@ def main(argv: list[str] | None = None) -> int:
     cold: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="mlops-bench-") as temp:
         folder = Path(temp)
-        saved = train(folder, has_mlflow and "mlflow" in servers)
-        for model in args.models.split(","):
-            running = start_servers(model, servers, saved, folder, args.execution, cold, notes)
+        saved = train(folder, "mlflow" in servers)
+        for model in models:
+            running: list[Server] = []
             try:
+                try:
+                    start_servers(model, servers, saved, folder, args.execution, cold, running)
+                except PeerFailed as error:
+                    print(f"error: {error}", file=sys.stderr)
+                    return 1
                 rounds: dict[tuple[str, str, int], list[Result]] = {}
                 for _ in range(args.rounds):  # interleaved, so that noise from elsewhere hits all alike
                     for server in running:
@@ -425,7 +499,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "_bare":
-        run_bare(sys.argv[2], int(sys.argv[3]))
-    else:
-        sys.exit(main())
+    sys.exit(main())
