@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.process_collector import ProcessCollector
 
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 CONTENT_TYPE = CONTENT_TYPE_LATEST.encode()
 
@@ -51,6 +52,8 @@ class Metrics:
                                               unserializable))
         self.model_load_seconds = Gauge("mlops_model_load_seconds", "Time to load and warm up the model",
                                         registry=registry)
+        self.batch_requests = Histogram("mlops_batch_requests", "Requests scored by one batched predict call",
+                                        buckets=BATCH_BUCKETS, registry=registry)
         ProcessCollector(registry=registry)
         self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
 
