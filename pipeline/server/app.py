@@ -247,7 +247,7 @@ class ScoringService:
         if not self.limiter.try_acquire():
             await self._admit(deadline)
         try:
-            return await batcher.submit(key, fn, payload, rows, deadline)
+            return await batcher.score(key, fn, payload, rows, deadline)
         except Expired:
             raise self._timed_out() from None
 

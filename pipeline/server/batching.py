@@ -100,25 +100,42 @@ class Batcher:
         self.expected = 1  # requests the recent batches held
         self.last_finished = 0.0
 
-    def submit(self, key: Hashable, fn: Callable[[Any], Any], payload: dict[str, np.ndarray], rows: int,
-               deadline: float) -> asyncio.Future[Any]:
-        """Join ``payload`` (already validated) to the batch of ``key``; the future gets its answer."""
-        loop = asyncio.get_running_loop()
+    async def score(self, key: Hashable, fn: Callable[[Any], Any], payload: dict[str, np.ndarray], rows: int,
+                    deadline: float) -> Any:
+        """Join ``payload`` (already validated) to the batch of ``key``; its own part of the answer.
+
+        The first member decides for its batch after one loop iteration (others that arrived with
+        it join meanwhile); a lone request whose batch then runs inline gets its answer without
+        another iteration.
+        """
+        forming, member = self._join(key, fn, payload, rows, deadline)
+        if forming is not None:
+            try:
+                await asyncio.sleep(0)
+            finally:
+                self._decide(forming)
+        return await member.future
+
+    def _join(self, key: Hashable, fn: Callable[[Any], Any], payload: dict[str, np.ndarray], rows: int,
+              deadline: float) -> tuple[_Forming | None, _Member]:
+        """Add a member; the batch too when this member must decide for it."""
         forming = self.forming.get(key)
         if forming is not None and forming.rows + rows > self.max_rows:
             self._flush(forming)
             forming = None
         if forming is None:
             forming = self.forming[key] = _Forming(key, fn, time.perf_counter())
-        member = _Member(payload, rows, deadline, loop.create_future())
+        member = _Member(payload, rows, deadline, asyncio.get_running_loop().create_future())
         forming.members.append(member)
         forming.rows += rows
         if forming.rows >= self.max_rows:
             self._flush(forming)
         elif not forming.decision_due:
             forming.decision_due = True
-            loop.call_soon(self._decide, forming)
-        return member.future
+            if len(forming.members) == 1:
+                return forming, member
+            asyncio.get_running_loop().call_soon(self._decide, forming)  # it waits: did enough come?
+        return None, member
 
     # -- when a batch runs -----------------------------------------------------------------------
     def _decide(self, forming: _Forming) -> None:

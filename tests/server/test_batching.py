@@ -46,6 +46,11 @@ def make_batcher(pool: ThreadPoolExecutor, *, inline: bool = True, max_rows: int
     return batcher, released
 
 
+def join(batcher: Batcher, *args: Any) -> asyncio.Future[Any]:
+    """A request's task joining the batcher (it starts on the next loop iteration, like a request's)."""
+    return asyncio.ensure_future(batcher.score(*args))
+
+
 def rows(*values: float) -> dict[str, np.ndarray]:
     return {"x": np.array([[v, 0.0] for v in values])}
 
@@ -60,7 +65,7 @@ def test_requests_arriving_together_are_one_call_and_each_gets_its_own_rows():
 
     async def scenario(pool):
         batcher, released = make_batcher(pool)
-        futures = [batcher.submit(KEY, model, rows(*range(i, i + n)), n, time.perf_counter() + 5)
+        futures = [join(batcher, KEY, model, rows(*range(i, i + n)), n, time.perf_counter() + 5)
                    for i, n in ((0, 1), (10, 3), (20, 2))]
         return [f.tolist() for f in await asyncio.gather(*futures)], released
 
@@ -76,7 +81,7 @@ def test_a_lone_request_on_an_idle_server_is_not_held():
     async def scenario(pool):
         batcher, _ = make_batcher(pool, max_wait=1.0)
         began = time.perf_counter()
-        await batcher.submit(KEY, model, rows(1), 1, began + 5)
+        await join(batcher, KEY, model, rows(1), 1, began + 5)
         return time.perf_counter() - began
 
     assert run(scenario) < 0.05  # not the 1 s max_wait
@@ -87,19 +92,19 @@ def test_after_bigger_batches_a_batch_waits_for_more_but_never_beyond_the_bound(
 
     async def scenario(pool):
         batcher, _ = make_batcher(pool, max_wait=0.2)
-        await asyncio.gather(*[batcher.submit(KEY, model, rows(i), 1, time.perf_counter() + 5) for i in range(4)])
+        await asyncio.gather(*[join(batcher, KEY, model, rows(i), 1, time.perf_counter() + 5) for i in range(4)])
         began = time.perf_counter()
-        first = batcher.submit(KEY, model, rows(10), 1, began + 5)  # the others are "on their way"
+        first = join(batcher, KEY, model, rows(10), 1, began + 5)  # the others are "on their way"
         await asyncio.sleep(0.05)
-        second = batcher.submit(KEY, model, rows(11), 1, began + 5)
+        second = join(batcher, KEY, model, rows(11), 1, began + 5)
         await asyncio.gather(first, second)
         waited = time.perf_counter() - began
         began = time.perf_counter()  # two came: two are now enough
-        await asyncio.gather(*[batcher.submit(KEY, model, rows(i), 1, began + 5) for i in (12, 13)])
+        await asyncio.gather(*[join(batcher, KEY, model, rows(i), 1, began + 5) for i in (12, 13)])
         two = time.perf_counter() - began
         await asyncio.sleep(0.25)  # idle for longer than the bound: a lone request is not held
         began = time.perf_counter()
-        await batcher.submit(KEY, model, rows(14), 1, began + 5)
+        await join(batcher, KEY, model, rows(14), 1, began + 5)
         return waited, two, time.perf_counter() - began
 
     waited, two, lone_after_idle = run(scenario)
@@ -113,9 +118,9 @@ def test_the_wait_for_more_is_bounded_by_the_measured_cost_of_a_call():
 
     async def scenario(pool):
         batcher, _ = make_batcher(pool, max_wait=1.0, cost=0.02)
-        await asyncio.gather(*[batcher.submit(KEY, model, rows(i), 1, time.perf_counter() + 5) for i in range(4)])
+        await asyncio.gather(*[join(batcher, KEY, model, rows(i), 1, time.perf_counter() + 5) for i in range(4)])
         began = time.perf_counter()
-        await batcher.submit(KEY, model, rows(10), 1, began + 5)
+        await join(batcher, KEY, model, rows(10), 1, began + 5)
         return time.perf_counter() - began
 
     assert run(scenario) < 0.2  # ~0.02 s, far below the 1 s bound
@@ -126,10 +131,10 @@ def test_a_batch_forming_while_one_runs_starts_within_the_bound():
 
     async def scenario(pool):
         batcher, _ = make_batcher(pool, inline=False, max_wait=0.05)
-        first = batcher.submit(KEY, model, rows(1), 1, time.perf_counter() + 5)
+        first = join(batcher, KEY, model, rows(1), 1, time.perf_counter() + 5)
         await asyncio.sleep(0.02)  # the first batch is running in a thread
         joined = time.perf_counter()
-        later = [batcher.submit(KEY, model, rows(i), 1, time.perf_counter() + 5) for i in (2, 3)]
+        later = [join(batcher, KEY, model, rows(i), 1, time.perf_counter() + 5) for i in (2, 3)]
         await asyncio.gather(first, *later)
         return joined
 
@@ -143,7 +148,7 @@ def test_a_failing_batch_is_scored_one_by_one_so_only_the_guilty_request_fails()
 
     async def scenario(pool):
         batcher, released = make_batcher(pool)
-        futures = [batcher.submit(KEY, model, payload, len(payload["x"]), time.perf_counter() + 5)
+        futures = [join(batcher, KEY, model, payload, len(payload["x"]), time.perf_counter() + 5)
                    for payload in (rows(1, 2), rows(3, -1), rows(4))]
         return await asyncio.gather(*futures, return_exceptions=True), released
 
@@ -159,7 +164,7 @@ def test_an_answer_without_a_row_per_input_row_is_not_split():
 
     async def scenario(pool):
         batcher, _ = make_batcher(pool)
-        futures = [batcher.submit(KEY, model, rows(*p), len(p), time.perf_counter() + 5) for p in ((1, 2), (5,))]
+        futures = [join(batcher, KEY, model, rows(*p), len(p), time.perf_counter() + 5) for p in ((1, 2), (5,))]
         return await asyncio.gather(*futures)
 
     assert run(scenario) == [3.0, 5.0]  # each request's own answer, as unbatched
@@ -170,7 +175,7 @@ def test_a_full_batch_runs_at_once_and_the_next_request_starts_another():
 
     async def scenario(pool):
         batcher, _ = make_batcher(pool, max_rows=4)
-        futures = [batcher.submit(KEY, model, rows(i, i), 2, time.perf_counter() + 5) for i in range(3)]
+        futures = [join(batcher, KEY, model, rows(i, i), 2, time.perf_counter() + 5) for i in range(3)]
         return [f.tolist() for f in await asyncio.gather(*futures)]
 
     assert run(scenario) == [[0, 0], [2, 2], [4, 4]]
@@ -182,7 +187,7 @@ def test_a_request_past_its_deadline_in_a_thread_batch_expires_and_its_slot_wait
 
     async def scenario(pool):
         batcher, released = make_batcher(pool, inline=False)
-        future = batcher.submit(KEY, model, rows(1), 1, time.perf_counter() + 0.1)
+        future = join(batcher, KEY, model, rows(1), 1, time.perf_counter() + 0.1)
         with pytest.raises(Expired):
             await future
         slots_at_expiry = list(released)
