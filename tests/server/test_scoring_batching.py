@@ -164,3 +164,16 @@ def test_collection_writes_one_event_per_request(serve, models):
     for r, (status, answer) in zip(rows, answers, strict=True):
         event = by_inputs[json.dumps(r)]
         assert event.status == status == 200 and event.outputs == answer["predictions"]
+
+
+def test_limits_hold_per_request_under_batching(serve, models):
+    served = serve(models["sklearn"], "sklearn", request_settings={
+        "max_concurrent_requests_per_instance": 2, "max_queue_wait_ms": 0, "max_body_bytes": 400})
+    rows = distinct_rows(12, seed=5)
+    answers = burst(served, [("/score", {"data": r}) for r in rows] + [("/score", {"data": [[0.5] * 4] * 40})])
+    statuses = [status for status, _ in answers]
+    assert statuses[-1] == 413  # its own body limit, before it could join anything
+    assert 429 in statuses[:-1]  # two slots, no queue: the rest of the burst is refused fast
+    assert all(status in (200, 429) for status in statuses[:-1])
+    with served.client() as client:  # and the slots came back
+        assert client.post("/score", json={"data": rows[0]}).status_code == 200
