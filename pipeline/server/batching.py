@@ -37,7 +37,7 @@ import asyncio
 import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import Executor, Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
@@ -53,15 +53,19 @@ class Expired(Exception):
 def key_of(kind: Hashable, arrays: dict[str, np.ndarray], rows: int) -> Hashable | None:
     """What requests must share to be stacked, or None when the arrays cannot be (a scalar, or
     inputs of different lengths)."""
+    if len(arrays) == 1:  # the common case, kept cheap: it is paid by every request
+        ((name, array),) = arrays.items()
+        shape = array.shape
+        return (kind, name, array.dtype, shape[1:]) if shape and shape[0] == rows else None
     parts: list[Hashable] = [kind]
     for name, array in arrays.items():
         if array.ndim < 1 or array.shape[0] != rows:
             return None
-        parts.append((name, array.dtype.str, array.shape[1:]))
+        parts.append((name, array.dtype, array.shape[1:]))
     return tuple(parts)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Member:
     payload: dict[str, np.ndarray]
     rows: int
@@ -70,14 +74,15 @@ class _Member:
     timer: asyncio.TimerHandle | None = None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Forming:
     key: Hashable
     fn: Callable[[Any], Any]
     first: float  # when the first member joined
-    members: list[_Member] = field(default_factory=list)
+    members: list[_Member]
     rows: int = 0
-    decision_due: bool = False  # a call to _decide is scheduled
+    decision_due: bool = False  # a call to _decide is scheduled, or the leader will decide
+    lead: tuple[dict[str, np.ndarray], int, float] | None = None  # the leader, while it is not a member
     timer: asyncio.TimerHandle | None = None
 
 
@@ -104,38 +109,68 @@ class Batcher:
                     deadline: float) -> Any:
         """Join ``payload`` (already validated) to the batch of ``key``; its own part of the answer.
 
-        The first member decides for its batch after one loop iteration (others that arrived with
-        it join meanwhile); a lone request whose batch then runs inline gets its answer without
-        another iteration.
+        The request that starts a batch leads it: it yields one loop iteration (others that arrived
+        with it join meanwhile), then decides. Still alone with nothing to wait for, it scores
+        itself on the spot: a lone request pays one yield and little bookkeeping.
         """
-        forming, member = self._join(key, fn, payload, rows, deadline)
+        forming = self.forming.get(key)
         if forming is not None:
+            return await self._join(forming, payload, rows, deadline).future
+        forming = self.forming[key] = _Forming(key, fn, time.perf_counter(), [], rows, True,
+                                               lead=(payload, rows, deadline))
+        try:
+            await asyncio.sleep(0)
+        except BaseException:
+            self._enlist_leader(forming)
+            self._decide(forming)
+            raise
+        if forming.lead is not None and self._alone(forming):
+            del self.forming[key]
+            self.expected = 1
+            self.observe(1)
+            began = time.perf_counter()
             try:
-                await asyncio.sleep(0)
+                return fn(payload)
             finally:
-                self._decide(forming)
+                self.last_finished = finished = time.perf_counter()
+                self.learn(finished - began)
+                self.release(1)
+        member = self._enlist_leader(forming)
+        self._decide(forming)
         return await member.future
 
-    def _join(self, key: Hashable, fn: Callable[[Any], Any], payload: dict[str, np.ndarray], rows: int,
-              deadline: float) -> tuple[_Forming | None, _Member]:
-        """Add a member; the batch too when this member must decide for it."""
-        forming = self.forming.get(key)
-        if forming is not None and forming.rows + rows > self.max_rows:
-            self._flush(forming)
-            forming = None
-        if forming is None:
-            forming = self.forming[key] = _Forming(key, fn, time.perf_counter())
+    def _alone(self, forming: _Forming) -> bool:
+        """Whether a batch of its leader only should run now, inline: nothing joined, nothing runs,
+        and recent batches were single or the instance was idle."""
+        return self.forming.get(forming.key) is forming and not forming.members and not self.running \
+            and (self.expected <= 1 or time.perf_counter() - self.last_finished > self.max_wait) \
+            and self.runs_inline(forming.rows)
+
+    def _enlist_leader(self, forming: _Forming) -> _Member:
+        """The leader as a member of its batch (made only when the batch is more than its leader)."""
+        if forming.lead is None:
+            return forming.members[0]
+        payload, rows, deadline = forming.lead
+        forming.lead = None
         member = _Member(payload, rows, deadline, asyncio.get_running_loop().create_future())
+        forming.members.insert(0, member)
+        return member
+
+    def _join(self, forming: _Forming, payload: dict[str, np.ndarray], rows: int, deadline: float) -> _Member:
+        """Add a member to a forming batch (or, when it would overflow, to a new one after it)."""
+        loop = asyncio.get_running_loop()
+        if forming.rows + rows > self.max_rows:
+            self._flush(forming)
+            forming = self.forming[forming.key] = _Forming(forming.key, forming.fn, time.perf_counter(), [])
+        member = _Member(payload, rows, deadline, loop.create_future())
         forming.members.append(member)
         forming.rows += rows
         if forming.rows >= self.max_rows:
             self._flush(forming)
-        elif not forming.decision_due:
+        elif not forming.decision_due:  # a batch waiting for more (or new): did enough come?
             forming.decision_due = True
-            if len(forming.members) == 1:
-                return forming, member
-            asyncio.get_running_loop().call_soon(self._decide, forming)  # it waits: did enough come?
-        return None, member
+            loop.call_soon(self._decide, forming)
+        return member
 
     # -- when a batch runs -----------------------------------------------------------------------
     def _decide(self, forming: _Forming) -> None:
@@ -162,6 +197,7 @@ class Batcher:
         if self.forming.get(forming.key) is not forming:
             return
         del self.forming[forming.key]
+        self._enlist_leader(forming)
         if forming.timer is not None:
             forming.timer.cancel()
         count = len(forming.members)
