@@ -36,8 +36,8 @@ class _CountedByCollector:
 
 
 class _BatchSizes:
-    """Requests per batched predict call as a histogram, counted in plain ints (every request pays
-    for an ``observe``: ~0.2 µs here, ~1.5 µs for prometheus_client's locked Histogram)."""
+    """Requests per batched predict call as a histogram, counted in plain ints and read at scrape
+    time: a lone request pays for an ``observe``, so no lock and no child lookup."""
 
     name = "mlops_batch_requests"
 
