@@ -177,6 +177,7 @@ class Batcher:
         forming.decision_due = False
         if self.forming.get(forming.key) is not forming:
             return  # already flushed
+        self._enlist_leader(forming)  # called early (a running batch finished): count the leader too
         now = time.perf_counter()
         bound = forming.first + self.max_wait
         if self.running:
