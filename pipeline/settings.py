@@ -19,6 +19,10 @@ class RequestSettings:
     max_concurrent_requests_per_instance: int = 16
     max_queue_wait_ms: int = 500
     max_body_bytes: int = 10 * 1024 * 1024
+    # Adaptive batching (pipeline/server/batching.py): rows of concurrent requests scored by one
+    # predict call; 1 turns it off. The wait is an upper bound: a lone request is never held.
+    max_batch_size: int = 64
+    max_batch_wait_ms: int = 5
 
 
 @dataclass(frozen=True)

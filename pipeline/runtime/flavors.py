@@ -356,6 +356,12 @@ class MlflowModel(Model):
                 self.example = np.asarray(example).tolist()
                 self.example_given = True
 
+    @property
+    def stacks_rows(self) -> bool:
+        """Only a DataFrame input (named columns): pyfunc's contract is then a prediction per row;
+        a tensor input may be one sample of any shape."""
+        return self.columns is not None and super().stacks_rows
+
     def predict(self, arrays: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         x: Any = arrays[self.inputs[0].name]
         if self.columns is not None:

@@ -82,6 +82,13 @@ class Model:
     def default_outputs(self) -> list[str]:
         return [self.outputs[0].name]
 
+    @property
+    def stacks_rows(self) -> bool:
+        """Whether rows of several requests may be stacked into one call and the answer split back:
+        the model takes parsed rows (not a request's text) and every input's first axis is free."""
+        return not self.raw_text and bool(self.inputs) and all(
+            len(spec.shape) >= 1 and spec.shape[0] == -1 for spec in self.inputs)
+
     # -- rows: /score, /invocations, batches -----------------------------------------------------
     def prepare_rows(self, rows: Any, columns: list[str] | None = None, positional: bool = False,
                      nulls: bool = True) -> tuple[Any, Any, int]:

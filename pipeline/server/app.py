@@ -24,6 +24,12 @@ Where ``predict`` runs (``ServerConfig.execution``):
   stays under 10 ms (and 1 % of ``request_timeout_ms``) and the request has at most 64 rows, else
   thread. Such a call delays other requests by less than their own queueing would, and slow
   models, large batches and models without a warm-up example still get timeouts.
+
+Batching (``request_settings.max_batch_size`` > 1, the default, on models whose rows stack: sklearn,
+onnx, mlflow with named columns): each request is admitted (a slot, or 429) and its rows validated
+on its own, then concurrent requests are scored by one call (``pipeline.server.batching``); the
+call runs inline or in a thread by the rules above. A python flavor's ``score.py`` is never
+batched: it receives each caller's own request body, as on Azure ML.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ from pipeline.errors import InvalidInput, ServeError
 from pipeline.runtime import Model, load_model
 from pipeline.runtime.jsonio import dumps
 from pipeline.server.auth import KeyChecker
+from pipeline.server.batching import Batcher, Expired, key_of
 from pipeline.server.codecs import (
     decode_invocations,
     decode_request,
@@ -119,6 +126,7 @@ class ScoringService:
         self.inline = config.execution == "inline"
         self.inline_limit = min(INLINE_MAX_SECONDS, self.timeout / 100)
         self.cost = 0.0  # moving average of seconds per prediction
+        self.batcher: Batcher | None = None  # made when the model is loaded and its rows stack
         self.in_flight = 0
         collect = config.data_collector
         self.collector = None
@@ -163,10 +171,26 @@ class ScoringService:
         # garbage collector's view, or each full collection walks it (20 ms pauses, measured).
         gc.collect()
         gc.freeze()
+        self.batcher = self._batcher(model)
         self.model = model
         where = "inline" if self.inline else "in threads"
-        log.info("ready: %s:%s (%s) loaded in %.2f s; predict %s runs %s", self.config.model_name, self.version,
-                 model.flavor, seconds, f"≈{cost * 1000:.2f} ms" if cost else "(not measured)", where)
+        batching = f"batches of up to {self.batcher.max_rows} rows" if self.batcher else "no batching"
+        log.info("ready: %s:%s (%s) loaded in %.2f s; predict %s runs %s, %s", self.config.model_name,
+                 self.version, model.flavor, seconds, f"≈{cost * 1000:.2f} ms" if cost else "(not measured)",
+                 where, batching)
+
+    def _batcher(self, model: Model) -> Batcher | None:
+        settings = self.config.request_settings
+        if settings.max_batch_size <= 1 or not model.stacks_rows:
+            return None
+        return Batcher(max_rows=settings.max_batch_size, max_wait=settings.max_batch_wait_ms / 1000,
+                       pool=self.pool, runs_inline=lambda rows: self.inline and rows <= INLINE_MAX_ROWS,
+                       cost=lambda: self.cost, learn=self._learn, release=self._release,
+                       observe=self.metrics.batch_requests.observe)
+
+    def _release(self, slots: int) -> None:
+        for _ in range(slots):
+            self.limiter.release()
 
     def stop(self) -> None:
         """After uvicorn finished in-flight requests: write every collected event, stop threads.
@@ -187,9 +211,16 @@ class ScoringService:
         if self.config.execution == "auto":
             self.inline = self.cost < self.inline_limit
 
-    async def execute(self, fn: Callable[[Any], Any], payload: Any, rows: int, start: float) -> Any:
-        """Run ``fn(payload)`` under the concurrency limit and the request timeout."""
+    async def execute(self, fn: Callable[[Any], Any], payload: Any, rows: int, start: float,
+                      kind: str | None = None) -> Any:
+        """Run ``fn(payload)`` under the concurrency limit and the request timeout; batched with other
+        requests of the same ``kind`` (and input shapes) when the service batches."""
         limiter = self.limiter
+        batcher = self.batcher
+        if kind is not None and batcher is not None and rows < batcher.max_rows:
+            key = key_of(kind, payload, rows)
+            if key is not None:
+                return await self._execute_batched(batcher, key, fn, payload, rows, start)
         if self.inline and rows <= INLINE_MAX_ROWS and limiter.try_acquire():
             began = time.perf_counter()
             try:
@@ -198,10 +229,7 @@ class ScoringService:
                 limiter.release()
                 self._learn(time.perf_counter() - began)
         deadline = start + self.timeout
-        try:
-            await limiter.acquire(min(self.queue_wait, deadline - time.perf_counter()))
-        except Busy as busy:
-            raise HTTPError(429, f"too many requests: {busy}", ((b"retry-after", b"1"),)) from None
+        await self._admit(deadline)
         loop = asyncio.get_running_loop()
         began = time.perf_counter()
 
@@ -213,8 +241,28 @@ class ScoringService:
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), deadline - time.perf_counter())
         except TimeoutError:
-            raise HTTPError(504, f"scoring took longer than request_timeout_ms="
-                                 f"{self.config.request_settings.request_timeout_ms}") from None
+            raise self._timed_out() from None
+
+    async def _execute_batched(self, batcher: Batcher, key: Any, fn: Callable[[Any], Any], payload: Any,
+                               rows: int, start: float) -> Any:
+        deadline = start + self.timeout
+        if not self.limiter.try_acquire():
+            await self._admit(deadline)
+        try:
+            return await batcher.score(key, fn, payload, rows, deadline)
+        except Expired:
+            raise self._timed_out() from None
+
+    async def _admit(self, deadline: float) -> None:
+        """Take a concurrency slot, waiting at most max_queue_wait_ms; 429 when none comes."""
+        try:
+            await self.limiter.acquire(min(self.queue_wait, deadline - time.perf_counter()))
+        except Busy as busy:
+            raise HTTPError(429, f"too many requests: {busy}", ((b"retry-after", b"1"),)) from None
+
+    def _timed_out(self) -> HTTPError:
+        return HTTPError(504, f"scoring took longer than request_timeout_ms="
+                              f"{self.config.request_settings.request_timeout_ms}")
 
     def _finished(self, seconds: float) -> None:
         self.limiter.release()
@@ -247,17 +295,19 @@ class ScoringService:
             body = await read_body(receive, self.max_body, headers.get(b"content-length"))
             if route == SCORE:
                 payload, inputs, rows = decode_score(model, body)
-                outputs = await self.execute(model.score, payload, rows, start)
+                outputs = await self.execute(model.score, payload, rows, start, "score")
                 data = encode_score(model, outputs)
             elif route == INVOCATIONS:  # MLflow's scoring-server formats, answered as MLflow does
                 payload, inputs, rows = decode_invocations(model, body, headers.get(b"content-type"))
-                outputs = invocations_predictions(model, await self.execute(model.score, payload, rows, start))
+                outputs = invocations_predictions(model, await self.execute(model.score, payload, rows, start,
+                                                                            "score"))
                 data = dumps({"predictions": outputs})
             else:
                 request = decode_request(body, headers.get(b"inference-header-content-length"))
                 arrays, rows = model.prepare_tensors(request.inputs, request.outputs)
                 inputs = request.inputs
-                outputs = await self.execute(partial(model.infer, outputs=request.outputs), arrays, rows, start)
+                outputs = await self.execute(partial(model.infer, outputs=request.outputs), arrays, rows, start,
+                                             f"infer:{request.outputs}")
                 data, header_length = encode_response(self.config.model_name, self.version, request, outputs)
                 if header_length is not None:
                     content_type, extra = _BINARY, ((b"inference-header-content-length", header_length),)

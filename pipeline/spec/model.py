@@ -315,6 +315,10 @@ def settings_digest(endpoint: Endpoint, deployment: Deployment) -> str:
     for key in ("requests", "limits"):
         if getattr(deployment.resources, key) == ResourceAmounts():
             data["resources"].pop(key)
+    defaults = RequestSettings()
+    for key in ("max_batch_size", "max_batch_wait_ms"):
+        if getattr(deployment.request_settings, key) == getattr(defaults, key):
+            data["request_settings"].pop(key)
     data["auth_mode"] = endpoint.auth_mode
     text = json.dumps(data, sort_keys=True, default=str)
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -153,3 +153,26 @@ def test_a_shared_registry_and_registry_references_load(tmp_path: Path):
 def test_the_registry_mapping_form_of_the_embedded_registry(tmp_path: Path):
     spec = load(write(tmp_path, "version: 1\nregistry: {type: local, path: state/models}\n"))
     assert spec.registry_path() == (tmp_path / "state" / "models").resolve() and not spec.registry.shared
+
+
+def test_batching_settings_reach_the_scoring_service_and_restart_it_when_changed(tmp_path):
+    from pipeline.server.config import ServerConfig
+    from pipeline.spec.model import settings_digest
+
+    default = load(write(tmp_path, SMALL)).endpoints["web"]
+    tuned = load(write(tmp_path, SMALL.replace(
+        "data_collector: {sampling_rate: 0.5}",
+        "data_collector: {sampling_rate: 0.5}\n        request_settings: {max_batch_size: 1, max_batch_wait_ms: 2}")))
+    blue = tuned.endpoints["web"].deployments["blue"]
+    assert (blue.request_settings.max_batch_size, blue.request_settings.max_batch_wait_ms) == (1, 2)
+    config = ServerConfig.from_dict({"model_dir": "m", "flavor": "sklearn", "model_name": "iris",
+                                     "model_version": 3, "port": 1,
+                                     "request_settings": dataclasses.asdict(blue.request_settings)})
+    assert config.request_settings.max_batch_size == 1
+    assert settings_digest(tuned.endpoints["web"], blue) != settings_digest(default, default.deployments["blue"])
+
+
+def test_batching_settings_out_of_range_are_refused(tmp_path):
+    with pytest.raises(SpecError, match="max_batch_size"):
+        load(write(tmp_path, SMALL.replace("data_collector: {sampling_rate: 0.5}",
+                                           "request_settings: {max_batch_size: 0}")))
