@@ -20,7 +20,10 @@ from pipeline.monitor import read_events
 
 pytestmark = pytest.mark.slow
 
-UNBATCHED = {"request_settings": {"max_batch_size": 1}}
+# Room for a whole burst: the admission limit (16 in flight, 500 ms queue wait) would turn a slow
+# moment on a busy machine into 429s that have nothing to do with batching.
+ROOM = {"max_concurrent_requests_per_instance": 64, "max_queue_wait_ms": 10_000}
+UNBATCHED = {"request_settings": {"max_batch_size": 1, **ROOM}}
 
 
 def burst(served: Served, requests: list[tuple[str, dict]]) -> list[tuple[int, object]]:
@@ -88,7 +91,7 @@ def mlflow_columns_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("flavor", ["sklearn", "onnx", "mlflow", "python"])
 def test_batched_answers_are_the_unbatched_answers(flavor, serve, models, request):
     model_dir = request.getfixturevalue("mlflow_columns_model") if flavor == "mlflow" else models[flavor]
-    batched, unbatched = serve(model_dir, flavor), serve(model_dir, flavor, **UNBATCHED)
+    batched, unbatched = serve(model_dir, flavor, request_settings=ROOM), serve(model_dir, flavor, **UNBATCHED)
     requests = flavor_requests(flavor)
     expected = burst(unbatched, requests)
     assert all(status == 200 for status, _ in expected), expected
@@ -107,7 +110,7 @@ def test_batched_answers_are_the_unbatched_answers(flavor, serve, models, reques
 
 
 def test_each_caller_gets_its_own_rows_and_a_malformed_request_fails_alone(serve, models, estimator_predictions):
-    served = serve(models["sklearn"], "sklearn")
+    served = serve(models["sklearn"], "sklearn", request_settings=ROOM)
     good = distinct_rows(40, seed=7)
     bad = {5: ("/score", {"data": [[1.0, 2.0]]}),  # too few columns
            17: ("/score", {"data": [[1.0, None, 2.0, 3.0]]}),  # a missing value
@@ -166,8 +169,22 @@ def test_collection_writes_one_event_per_request(serve, models):
         assert event.status == status == 200 and event.outputs == answer["predictions"]
 
 
-def test_limits_hold_per_request_under_batching(serve, models):
-    served = serve(models["sklearn"], "sklearn", request_settings={
+@pytest.fixture(scope="module")
+def slow_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A forest whose every ``predict`` takes tens of milliseconds: a burst is bound to overlap in it."""
+    import skops.io as sio
+    from sklearn.ensemble import RandomForestClassifier
+
+    x, y = training_data()
+    folder = tmp_path_factory.mktemp("slow-model")
+    sio.dump(RandomForestClassifier(n_estimators=300, random_state=0).fit(x, y), folder / "model.skops")
+    (folder / "model.json").write_text(json.dumps({"trusted_types": ["sklearn.tree._tree.Tree"]}))
+    return folder
+
+
+def test_limits_hold_per_request_under_batching(serve, slow_model):
+    # predict in threads: a slot stays taken while its predict runs, so the burst meets full slots
+    served = serve(slow_model, "sklearn", execution="thread", request_settings={
         "max_concurrent_requests_per_instance": 2, "max_queue_wait_ms": 0, "max_body_bytes": 400})
     rows = distinct_rows(12, seed=5)
     answers = burst(served, [("/score", {"data": r}) for r in rows] + [("/score", {"data": [[0.5] * 4] * 40})])
