@@ -129,7 +129,8 @@ class _FastLoader(_Bounded, _LIBYAML_LOADER):
 
     def compose_scalar_node(self, anchor):
         node = super().compose_scalar_node(anchor)
-        if not node.style and not node.value:  # an empty value (plain style: None, or "" from libyaml): libyaml places it at the next token
+        if not node.style and not node.value:  # an empty value (style None, or "" from libyaml) is placed
+            # at the next token by libyaml, at the end of the previous one by PyYAML
             raise _NotFast()
         return node
 

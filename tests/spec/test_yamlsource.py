@@ -24,7 +24,8 @@ SPECS = [REPO / "mlops.yaml", REPO / "pipeline/gitops/templates/repo/mlops.yaml"
 # YAML punctuation, indentation, line breaks YAML counts (CR, NEL, LS, PS) and characters outside ASCII and
 # the BMP, so that columns after multi-byte characters and odd line breaks are compared too
 pieces = list("ab1:-[]{},&*!|>?#'\"\n \t.%@~0_=") + [
-    "<<", "!!int ", "&a ", "*a", "\n  ", "\r\n", "\r", "\x85", "\u2028", "é", "中", "😀", "\ufeff", "key: ", "- ", "\n- ",
+    "<<", "!!int ", "&a ", "*a", "\n  ", "\r\n", "\r", "\x85", "\u2028", "é", "中", "😀", "\ufeff", "key: ", "- ",
+    "\n- ",
     " #", "|\n  x", ">-\n  y", "'a''b'", '"\\x41"', "---\n", "http://h?x=1", "{a: ", "}", "[b, "]
 yamlish = st.lists(st.sampled_from(pieces), max_size=60).map("".join)
 scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=12))
