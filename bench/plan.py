@@ -2,8 +2,9 @@
 
     python bench/plan.py [--sizes 100 1000 10000] [--mlflow 100]
 
-Times what a plan does for each size: load and validate mlops.yaml, read the registry and hash
-every model (warm hash cache: only stats), and reconcile. The deployments are taken as running
+Times what a plan does for each size, through the functions `mlops plan` calls: load and validate
+mlops.yaml, observe (read the registry, hash every model with a warm hash cache: only stats, read
+the target), and reconcile. The deployments are taken as running
 as the file says (a target observing 10,000 live processes measures the target, not the plan;
 the local target's observe is one record read and one readiness request per instance).
 Prints one table; the per-deployment column shows whether growth is linear. ``--mlflow N`` also
@@ -23,10 +24,9 @@ from pathlib import Path
 from pipeline.apply.observe import observe
 from pipeline.plan import reconcile
 from pipeline.registry import LocalRegistry
-from pipeline.registry.hashing import working_tree_digest
 from pipeline.spec.loader import load
 from pipeline.spec.model import settings_digest
-from pipeline.state import Actual, ObservedDeployment, ObservedEndpoint, RegisteredModel
+from pipeline.state import ObservedDeployment, ObservedEndpoint
 
 
 def generate(root: Path, count: int) -> None:
@@ -45,26 +45,34 @@ def generate(root: Path, count: int) -> None:
     (root / "mlops.yaml").write_text("\n".join(lines) + "\n")
 
 
-def plan_once(root: Path, running: dict | None) -> tuple[float, object, dict]:
+class _Running:
+    """The local target, as if every deployment ran as the file says (see the module docstring)."""
+
+    def __init__(self, endpoints: dict, deployments: dict):
+        self.endpoints, self.deployments = endpoints, deployments
+
+    def observe(self) -> tuple[list, list]:
+        return list(self.endpoints.values()), list(self.deployments.values())
+
+
+def plan_once(root: Path, running: _Running | None) -> tuple[float, object, _Running]:
+    """One plan as `mlops plan` makes it: load the file, observe (registry, tree, target), reconcile."""
     started = time.perf_counter()
     spec = load(root / "mlops.yaml")
     registry = LocalRegistry(spec.registry_path())
-    models = {m.name: RegisteredModel(m.name, {v.version: v.digest for v in registry.list_versions(m.name)})
-              for m in spec.models.values()}
-    contents = {m.name: working_tree_digest(spec.root / m.path, spec.registry_path()).digest
-                for m in spec.models.values()}
     if running is None:  # everything runs as the file says, at the registered versions
-        running = {}
-        endpoints = {}
+        actual = observe(spec, registry, {})
+        running = _Running({}, {})
         for endpoint in spec.endpoints.values():
-            endpoints[endpoint.name] = ObservedEndpoint(endpoint.name, "local", traffic=dict(endpoint.traffic))
+            running.endpoints[endpoint.name] = ObservedEndpoint(endpoint.name, "local", traffic=dict(endpoint.traffic))
             for d in endpoint.deployments.values():
-                version = models[d.model.name].version_of(contents[d.model.name])
-                running[d.key] = ObservedDeployment(d.endpoint, d.name, "local", f"{d.model.name}:{version}",
-                                                    ready_instances=1, settings_digest=settings_digest(endpoint, d))
-        running = {"deployments": running, "endpoints": endpoints}
-    actual = Actual(models=models, model_contents=contents, **running)
+                version = actual.models[d.model.name].version_of(actual.model_contents[d.model.name])
+                running.deployments[d.key] = ObservedDeployment(
+                    d.endpoint, d.name, "local", f"{d.model.name}:{version}", ready_instances=1,
+                    settings_digest=settings_digest(endpoint, d))
+    actual = observe(spec, registry, {"local": running})
     plan = reconcile(spec, actual)
+    registry.close()
     return time.perf_counter() - started, plan, running
 
 

@@ -32,7 +32,8 @@ def observe(spec: Spec, registry, targets: Mapping[str, Target], builder=None) -
     models = {name: RegisteredModel(name, {v.version: v.digest for v in versions},
                                     spec.models[name].flavor if name in spec.models else None)
               for name, versions in held.items()}
-    contents = {model.name: working_tree_digest(spec.root / model.path, spec.registry_path()).digest
+    cache_dir = spec.registry_path()  # resolves a path: once, not once per model
+    contents = {model.name: working_tree_digest(spec.root / model.path, cache_dir).digest
                 for model in spec.models.values()}
     aliases = {name: dict(registry.aliases(name)) for name in sorted({r.name for r in references if r.alias})}
     endpoints, deployments = {}, {}

@@ -18,6 +18,7 @@ import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISDIR, S_ISREG
 
 from pipeline.errors import UnsafePathError
 
@@ -72,12 +73,21 @@ def merkle(files: list[FileEntry] | tuple[FileEntry, ...]) -> str:
 def list_files(source: Path) -> list[tuple[str, os.stat_result, Path]]:
     """Every file of a model as (relative path, stat, absolute path); refuses links that leave it."""
     source = Path(source)
-    if source.is_file():
-        return [(source.name, source.stat(), source)]
-    if not source.is_dir():
+    try:
+        info = source.stat()  # one stat says file, folder or neither
+    except OSError:
+        info = None
+    if info is not None and S_ISREG(info.st_mode):
+        return [(source.name, info, source)]
+    if info is None or not S_ISDIR(info.st_mode):
         raise UnsafePathError(f"{source} is neither a file nor a folder")
-    root = source.resolve()
     found = []
+    resolved: list[Path] = []  # the folder's real path, resolved only if a symlink needs it (a few lstat calls)
+
+    def root() -> Path:
+        if not resolved:
+            resolved.append(source.resolve())
+        return resolved[0]
 
     def walk(folder: Path, prefix: str) -> None:
         with os.scandir(folder) as entries:
@@ -85,7 +95,7 @@ def list_files(source: Path) -> list[tuple[str, os.stat_result, Path]]:
                 relative = f"{prefix}{entry.name}"
                 if entry.is_symlink():
                     target = Path(entry.path).resolve()
-                    if not target.is_relative_to(root):
+                    if not target.is_relative_to(root()):
                         raise UnsafePathError(f"{source}/{relative} is a symlink that points outside the model "
                                               f"folder ({target}); copy the file in instead")
                 if entry.is_dir():

@@ -29,6 +29,7 @@ MAX_ALIAS_VALUES = 10_000  # values repeated by aliases and merge keys, in the w
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _INT_TAG = "tag:yaml.org,2002:int"
+_STR_TAG = "tag:yaml.org,2002:str"
 # libyaml reads '|#' as a block scalar followed by a comment, PyYAML refuses it
 _COMMENT_AFTER_BLOCK_HEADER = re.compile(r"[|>][-+0-9]*#")
 _LINE_BREAK = re.compile("\r\n|[\n\r\x85\u2028\u2029]")  # the line breaks YAML counts
@@ -299,6 +300,8 @@ class _Builder:
         return key if isinstance(key, str) else str(key)
 
     def _scalar(self, node: yaml.Node) -> Any:
+        if node.tag == _STR_TAG and isinstance(node, yaml.ScalarNode):
+            return node.value  # what SafeConstructor makes of a string, without its per-node bookkeeping
         try:
             return self.loader.construct_object(node, deep=True)
         except yaml.MarkedYAMLError as error:
