@@ -6,6 +6,7 @@ Every problem of the file is collected and raised at once as one ``SpecError``, 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +65,14 @@ def load(path: Path, text: str | bytes | None = None, name: str | None = None) -
     return _build(source, path.parent, name)
 
 
+@functools.cache
+def _field_names(cls) -> frozenset[str]:
+    return frozenset(f.name for f in dataclasses.fields(cls))
+
+
 def _fields(cls, raw: dict | None, **extra) -> Any:
     """Construct a settings dataclass from a mapping whose keys the schema already checked."""
-    known = {f.name for f in dataclasses.fields(cls)}
+    known = _field_names(cls)
     return cls(**{**{k: v for k, v in (raw or {}).items() if k in known}, **extra})
 
 
