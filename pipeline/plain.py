@@ -23,9 +23,11 @@ def as_plain(value: Any) -> Any:
     if names is None and dataclasses.is_dataclass(value) and not isinstance(value, type):
         names = _FIELDS[kind] = tuple(f.name for f in dataclasses.fields(value))
     if names is not None:
-        return {name: as_plain(getattr(value, name)) for name in names}
-    if isinstance(value, dict):
-        return {key: as_plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [as_plain(item) for item in value]
-    return value
+        items: Any = ((name, getattr(value, name)) for name in names)
+    elif isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list | tuple):
+        return [item if type(item) in _LEAVES else as_plain(item) for item in value]
+    else:
+        return value
+    return {key: item if type(item) in _LEAVES else as_plain(item) for key, item in items}  # leaves: no call
