@@ -116,7 +116,7 @@ class _Loader(_Bounded, yaml.SafeLoader):
 
 
 _HAS_LIBYAML = hasattr(yaml, "CSafeLoader")
-_LIBYAML_LOADER = yaml.CSafeLoader if _HAS_LIBYAML else yaml.SafeLoader
+_LIBYAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # without libyaml: never used (_HAS_LIBYAML)
 
 
 class _FastLoader(_Bounded, _LIBYAML_LOADER):
@@ -186,7 +186,7 @@ def _parse(text: str, file: str, loader_class: type[_Bounded]) -> Source:
     source = Source(file)
     loader = None
     try:
-        loader = loader_class(text)  # type: ignore[call-arg]
+        loader = loader_class(text)
         node = loader.get_single_node()
         if node is not None:
             source.values[()] = _mark(node.start_mark)
