@@ -144,7 +144,7 @@ class HashCache:
 
 def digest_content(source: Path, cache: HashCache | None = None, workers: int | None = None) -> ContentDigest:
     """The Merkle digest of a model file or folder, hashing only files the cache doesn't know."""
-    files = _files(Path(source))
+    files = _files(source if isinstance(source, Path) else Path(source))  # Path(a Path) parses it again
     cache = cache or HashCache(None)
     known = cache.lookup([p for _, _, p in files])
     digests: dict[str, str] = {}
@@ -178,7 +178,7 @@ def working_tree_digest(source: Path, cache_dir: Path | None = None) -> ContentD
     """
     if cache_dir is None:
         return digest_content(source)
-    folder = Path(cache_dir)
+    folder = cache_dir if isinstance(cache_dir, Path) else Path(cache_dir)
     if folder not in _CACHES:
         _CACHES[folder] = HashCache(folder / "hashcache.db")
     return digest_content(source, _CACHES[folder])

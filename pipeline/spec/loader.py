@@ -5,15 +5,13 @@ Every problem of the file is collected and raised at once as one ``SpecError``, 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
-import gc
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import Problem, SpecError
+from pipeline.gcpause import collector_paused
 from pipeline.spec import checks, schema
 from pipeline.spec.model import (
     CollectionStorage,
@@ -52,22 +50,8 @@ def load(path: Path, text: str | bytes | None = None, name: str | None = None) -
                                                  "or point to it with --file")]) from None
         except OSError as error:
             raise SpecError([Problem(name, 0, 0, f"cannot read the file: {error}")]) from None
-    with _collector_paused():
+    with collector_paused():
         return _load(source=read(text, name), path=path, name=name)
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause Python's cycle collector while a file becomes data: loading makes a node, a dict or a
-    dataclass for every value and almost no garbage, yet each few hundred new objects started a
-    collection that walked all of them again (an eighth of a 1,000-deployment plan's time)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _load(source: Source, path: Path, name: str) -> Spec:
