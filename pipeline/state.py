@@ -10,9 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+from pipeline.plain import as_plain
 
 
 class Health(StrEnum):
@@ -92,7 +94,7 @@ class Actual:
 
     def digest(self) -> str:
         """A fingerprint of the compared facts (``detail`` such as pids is left out)."""
-        data = asdict(self)
+        data = as_plain(self)
         for deployment in data["deployments"].values():
             deployment.pop("detail", None)
         del data["environment_refs"]  # named from the digests, which are fingerprinted already

@@ -10,6 +10,7 @@ import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 
+from pipeline.gcpause import collector_paused
 from pipeline.registry.hashing import working_tree_digest
 from pipeline.spec.model import ModelRef, Spec
 from pipeline.state import Actual, RegisteredModel
@@ -27,12 +28,18 @@ def used_targets(spec: Spec) -> set[str]:
 
 def observe(spec: Spec, registry, targets: Mapping[str, Target], builder=None) -> Actual:
     """Read the registry, the model files in the working tree and every target in use."""
+    with collector_paused():
+        return _observe(spec, registry, targets, builder)
+
+
+def _observe(spec: Spec, registry, targets: Mapping[str, Target], builder) -> Actual:
     references = [d.model for d in spec.deployments() if d.model.registry_only]
     held = registry.versions_by_name(set(spec.models) | {ref.name for ref in references})
     models = {name: RegisteredModel(name, {v.version: v.digest for v in versions},
                                     spec.models[name].flavor if name in spec.models else None)
               for name, versions in held.items()}
-    contents = {model.name: working_tree_digest(spec.root / model.path, spec.registry_path()).digest
+    cache_dir = spec.registry_path()  # resolves a path: once, not once per model
+    contents = {model.name: working_tree_digest(spec.root / model.path, cache_dir).digest
                 for model in spec.models.values()}
     aliases = {name: dict(registry.aliases(name)) for name in sorted({r.name for r in references if r.alias})}
     endpoints, deployments = {}, {}

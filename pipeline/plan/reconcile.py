@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from pipeline.errors import ReferenceNotFound
+from pipeline.gcpause import collector_paused
 from pipeline.plan.model import (
     Action,
     BuildData,
@@ -300,6 +301,12 @@ def _selected(step: Step, targets: set[str]) -> bool:
 def reconcile(spec: Spec, actual: Actual, *, prune: bool | None = None, targets: set[str] | None = None,
               spec_digest: str = "", created: str | None = None) -> Plan:
     """The ordered steps that make ``actual`` match ``spec``."""
+    with collector_paused():
+        return _reconcile(spec, actual, prune, targets, spec_digest, created)
+
+
+def _reconcile(spec: Spec, actual: Actual, prune: bool | None, targets: set[str] | None, spec_digest: str,
+               created: str | None) -> Plan:
     planner = _Planner(spec, actual, spec.prune if prune is None else prune)
     planner.register()
     deploy_steps_start = len(planner.steps)

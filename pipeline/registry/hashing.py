@@ -18,6 +18,7 @@ import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISDIR, S_ISREG
 
 from pipeline.errors import UnsafePathError
 
@@ -71,30 +72,44 @@ def merkle(files: list[FileEntry] | tuple[FileEntry, ...]) -> str:
 
 def list_files(source: Path) -> list[tuple[str, os.stat_result, Path]]:
     """Every file of a model as (relative path, stat, absolute path); refuses links that leave it."""
-    source = Path(source)
-    if source.is_file():
-        return [(source.name, source.stat(), source)]
-    if not source.is_dir():
-        raise UnsafePathError(f"{source} is neither a file nor a folder")
-    root = source.resolve()
-    found = []
+    return [(relative, info, Path(path)) for relative, info, path in _files(Path(source))]
 
-    def walk(folder: Path, prefix: str) -> None:
+
+def _files(source: Path) -> list[tuple[str, os.stat_result, str]]:
+    """``list_files`` with the absolute paths as text: a plan lists every model's files, and making a
+    ``Path`` of each cost more than the stat calls."""
+    try:
+        info = source.stat()  # one stat says file, folder or neither
+    except OSError:
+        info = None
+    if info is not None and S_ISREG(info.st_mode):
+        return [(source.name, info, str(source))]
+    if info is None or not S_ISDIR(info.st_mode):
+        raise UnsafePathError(f"{source} is neither a file nor a folder")
+    found = []
+    resolved: list[Path] = []  # the folder's real path, resolved only if a symlink needs it
+
+    def root() -> Path:
+        if not resolved:
+            resolved.append(source.resolve())
+        return resolved[0]
+
+    def walk(folder: str, prefix: str) -> None:
         with os.scandir(folder) as entries:
             for entry in entries:
                 relative = f"{prefix}{entry.name}"
                 if entry.is_symlink():
                     target = Path(entry.path).resolve()
-                    if not target.is_relative_to(root):
+                    if not target.is_relative_to(root()):
                         raise UnsafePathError(f"{source}/{relative} is a symlink that points outside the model "
                                               f"folder ({target}); copy the file in instead")
                 if entry.is_dir():
                     if entry.name not in SKIPPED_DIRS:
-                        walk(Path(entry.path), relative + "/")
+                        walk(entry.path, relative + "/")
                 elif entry.is_file() and entry.name not in SKIPPED_FILES and not entry.name.endswith(".pyc"):
-                    found.append((relative, entry.stat(), Path(entry.path)))
+                    found.append((relative, entry.stat(), entry.path))
 
-    walk(source, "")
+    walk(str(source), "")
     return sorted(found, key=lambda item: item[0])
 
 
@@ -129,23 +144,23 @@ class HashCache:
 
 def digest_content(source: Path, cache: HashCache | None = None, workers: int | None = None) -> ContentDigest:
     """The Merkle digest of a model file or folder, hashing only files the cache doesn't know."""
-    files = list_files(source)
+    files = _files(source if isinstance(source, Path) else Path(source))  # Path(a Path) parses it again
     cache = cache or HashCache(None)
-    known = cache.lookup([str(p) for _, _, p in files])
+    known = cache.lookup([p for _, _, p in files])
     digests: dict[str, str] = {}
     stale = []
     for relative, stat, path in files:
-        hit = known.get(str(path))
+        hit = known.get(path)
         if hit and hit[:3] == (stat.st_size, stat.st_mtime_ns, stat.st_ino):
             digests[relative] = hit[3]
         else:
             stale.append((relative, stat, path))
     if stale:
         with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool:
-            fresh = list(pool.map(lambda item: sha256_file(item[2]), stale))
+            fresh = list(pool.map(lambda item: sha256_file(Path(item[2])), stale))
         for (relative, _, _), digest in zip(stale, fresh, strict=True):
             digests[relative] = digest
-        cache.store([(str(path), stat.st_size, stat.st_mtime_ns, stat.st_ino, digest)
+        cache.store([(path, stat.st_size, stat.st_mtime_ns, stat.st_ino, digest)
                      for (_, stat, path), digest in zip(stale, fresh, strict=True)])
     entries = tuple(FileEntry(relative, digests[relative], stat.st_size) for relative, stat, _ in files)
     return ContentDigest(merkle(entries), sum(e.size for e in entries), entries)
@@ -163,7 +178,7 @@ def working_tree_digest(source: Path, cache_dir: Path | None = None) -> ContentD
     """
     if cache_dir is None:
         return digest_content(source)
-    folder = Path(cache_dir)
+    folder = cache_dir if isinstance(cache_dir, Path) else Path(cache_dir)
     if folder not in _CACHES:
         _CACHES[folder] = HashCache(folder / "hashcache.db")
     return digest_content(source, _CACHES[folder])

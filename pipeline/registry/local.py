@@ -34,7 +34,6 @@ from pipeline.registry.base import (
     materialized,
     refuse_if_used,
     remove_tree,
-    versions_of,
 )
 from pipeline.registry.hashing import ContentDigest, FileEntry, HashCache, digest_content, list_files, sha256_file
 
@@ -80,10 +79,11 @@ class LocalRegistry:
         new code calls ``hashing.working_tree_digest``, which needs no registry)."""
         return digest_content(source, self.cache)
 
-    def _version(self, row) -> ModelVersion:
+    def _version(self, row, files: tuple[FileEntry, ...] | None = None) -> ModelVersion:
         name, version = row[0], row[1]
-        files = tuple(FileEntry(*f) for f in self._db.execute(
-            "SELECT path, digest, size FROM files WHERE name=? AND version=? ORDER BY path", (name, version)))
+        if files is None:
+            files = tuple(FileEntry(*f) for f in self._db.execute(
+                "SELECT path, digest, size FROM files WHERE name=? AND version=? ORDER BY path", (name, version)))
         return ModelVersion(name=name, version=version, digest=row[2], size=row[3], flavor=row[4],
                             signature=json.loads(row[5]) if row[5] else None, description=row[6],
                             tags=json.loads(row[7]), created=row[8], archived=bool(row[9]),
@@ -231,7 +231,24 @@ class LocalRegistry:
         crash_point("registry usage committed")
 
     def versions_by_name(self, names: Iterable[str]) -> dict[str, list[ModelVersion]]:
-        return versions_of(self, names)  # one local query each costs microseconds
+        """``list_versions(name, include_archived=True)`` of each name, in two queries per 900 names (one
+        query per model and one more per version made a quarter of a 10,000-model plan)."""
+        wanted = sorted(set(names))
+        found: dict[str, list[ModelVersion]] = {name: [] for name in wanted}
+        for start in range(0, len(wanted), 900):  # SQLite allows 999 parameters per query
+            batch = wanted[start:start + 900]
+            marks = ",".join("?" * len(batch))
+            rows = self._db.execute(f"SELECT {self._COLUMNS} FROM versions WHERE name IN ({marks}) AND deleted=0 "
+                                    "ORDER BY name, version", batch).fetchall()
+            # files after versions: a version registered in between is not in rows; the files of those are
+            files: dict[tuple[str, int], list[FileEntry]] = {}
+            for name, version, path, digest, size in self._db.execute(
+                    f"SELECT name, version, path, digest, size FROM files WHERE name IN ({marks}) "
+                    "ORDER BY name, version, path", batch):
+                files.setdefault((name, version), []).append(FileEntry(path, digest, size))
+            for row in rows:
+                found[row[0]].append(self._version(row, tuple(files.get((row[0], row[1]), ()))))
+        return found
 
     def aliases(self, name: str) -> Mapping[str, int]:
         return {}  # versions here are named by number (and by content) only

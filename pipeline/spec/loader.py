@@ -6,10 +6,12 @@ Every problem of the file is collected and raised at once as one ``SpecError``, 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import Problem, SpecError
+from pipeline.gcpause import collector_paused
 from pipeline.spec import checks, schema
 from pipeline.spec.model import (
     CollectionStorage,
@@ -48,7 +50,11 @@ def load(path: Path, text: str | bytes | None = None, name: str | None = None) -
                                                  "or point to it with --file")]) from None
         except OSError as error:
             raise SpecError([Problem(name, 0, 0, f"cannot read the file: {error}")]) from None
-    source = read(text, name)
+    with collector_paused():
+        return _load(source=read(text, name), path=path, name=name)
+
+
+def _load(source: Source, path: Path, name: str) -> Spec:
     found = list(source.problems)
     if not found:
         if source.data is None:
@@ -64,9 +70,14 @@ def load(path: Path, text: str | bytes | None = None, name: str | None = None) -
     return _build(source, path.parent, name)
 
 
+@functools.cache
+def _field_names(cls) -> frozenset[str]:
+    return frozenset(f.name for f in dataclasses.fields(cls))
+
+
 def _fields(cls, raw: dict | None, **extra) -> Any:
     """Construct a settings dataclass from a mapping whose keys the schema already checked."""
-    known = {f.name for f in dataclasses.fields(cls)}
+    known = _field_names(cls)
     return cls(**{**{k: v for k, v in (raw or {}).items() if k in known}, **extra})
 
 

@@ -10,10 +10,11 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.plain import as_plain
 from pipeline.settings import DataCollector, RequestSettings  # shared with the scoring service
 from pipeline.spec.target_kinds import TARGET_KINDS, TargetKind
 
@@ -306,7 +307,7 @@ def settings_digest(endpoint: Endpoint, deployment: Deployment) -> str:
 
     Secrets are fingerprinted as their ``${VAR}`` references, never their values.
     """
-    data = asdict(deployment)
+    data = as_plain(deployment)
     for key in ("name", "endpoint", "model", "environment"):
         data.pop(key)
     # fields added later count only when set, so an unchanged file keeps its digest (no restart on upgrade)

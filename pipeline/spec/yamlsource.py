@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+from yaml.composer import Composer
 
 Path_ = tuple[str | int, ...]
 Position = tuple[int, int]
@@ -28,6 +29,9 @@ MAX_ALIAS_VALUES = 10_000  # values repeated by aliases and merge keys, in the w
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _INT_TAG = "tag:yaml.org,2002:int"
+_STR_TAG = "tag:yaml.org,2002:str"
+# libyaml reads '|#' as a block scalar followed by a comment, PyYAML refuses it
+_COMMENT_AFTER_BLOCK_HEADER = re.compile(r"[|>][-+0-9]*#")
 _LINE_BREAK = re.compile("\r\n|[\n\r\x85\u2028\u2029]")  # the line breaks YAML counts
 
 
@@ -89,12 +93,10 @@ def _depth_error(mark: yaml.Mark) -> _Refused:
                                  "mlops.yaml needs only a few levels")
 
 
-class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader, with a nesting limit and aliases kept visible in the node tree."""
+class _Bounded(Composer):
+    """Composition with a nesting limit and aliases kept visible in the node tree."""
 
-    def __init__(self, text: str):
-        super().__init__(text)
-        self._depth = 0
+    _depth = 0
 
     def compose_node(self, parent, index):
         event = self.peek_event()
@@ -107,6 +109,35 @@ class _Loader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+
+
+class _Loader(_Bounded, yaml.SafeLoader):
+    """PyYAML's pure-Python safe loader: the reading whose problems (and their wording) users see."""
+
+
+_HAS_LIBYAML = hasattr(yaml, "CSafeLoader")
+_LIBYAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # without libyaml: never used (_HAS_LIBYAML)
+
+
+class _FastLoader(_Bounded, _LIBYAML_LOADER):
+    """libyaml's parser (C, ~5x faster) under the same Python composer: its events carry the same
+    marks, and composing in Python keeps the nesting limit (libyaml's own composer recurses in C
+    without one). Used only for files it reads without any problem; see ``parse``."""
+
+    def __init__(self, text: str):
+        _LIBYAML_LOADER.__init__(self, text)
+        Composer.__init__(self)  # CSafeLoader does not initialise the Python composer it did not have
+
+    def compose_scalar_node(self, anchor):
+        node = super().compose_scalar_node(anchor)
+        if not node.style and not node.value:  # an empty value (style None, or "" from libyaml) is placed
+            # at the next token by libyaml, at the end of the previous one by PyYAML
+            raise _NotFast()
+        return node
+
+
+class _NotFast(Exception):
+    """The libyaml reading would place something elsewhere than the Python reading: use the latter."""
 
 
 def read(raw: bytes | str, file: str) -> Source:
@@ -131,11 +162,31 @@ def read(raw: bytes | str, file: str) -> Source:
 
 
 def parse(text: str, file: str) -> Source:
-    """Parse YAML text; syntax errors, unreadable values and duplicate keys become ``problems``."""
+    """Parse YAML text; syntax errors, unreadable values and duplicate keys become ``problems``.
+
+    A file is first read with libyaml's parser (PyYAML's C extension); if that finds any problem,
+    or cannot read the text, it is read again with the pure-Python parser, whose messages and
+    positions are the ones users see (tests/spec/test_yamlsource.py compares both readings)."""
+    return _fast_reading(text, file) or _parse(text, file, _Loader)
+
+
+def _fast_reading(text: str, file: str) -> Source | None:
+    """The libyaml reading of a text, if it reads it without any problem and as the Python parser would."""
+    if (not _HAS_LIBYAML or "\t" in text or "\ufeff" in text[1:] or _COMMENT_AFTER_BLOCK_HEADER.search(text)
+            or ("?" in text and ("[" in text or "{" in text))):
+        return None  # libyaml accepts what PyYAML refuses (tabs, '|#', '?' in flow scalars) or counts columns otherwise
+    try:
+        source = _parse(text, file, _FastLoader)
+    except (yaml.YAMLError, UnicodeError, _NotFast):  # e.g. libyaml's reader errors, lone surrogates
+        return None
+    return None if source.problems else source
+
+
+def _parse(text: str, file: str, loader_class: type[_Bounded]) -> Source:
     source = Source(file)
     loader = None
     try:
-        loader = _Loader(text)
+        loader = loader_class(text)
         node = loader.get_single_node()
         if node is not None:
             source.values[()] = _mark(node.start_mark)
@@ -165,7 +216,7 @@ def _yaml_problem(error: yaml.MarkedYAMLError) -> tuple[Position, str]:
 class _Builder:
     """Turns the node tree into plain data, counting the values that aliases repeat."""
 
-    def __init__(self, loader: _Loader, source: Source):
+    def __init__(self, loader: _Bounded, source: Source):
         self.loader = loader
         self.source = source
         self.repeated = 0
@@ -249,6 +300,8 @@ class _Builder:
         return key if isinstance(key, str) else str(key)
 
     def _scalar(self, node: yaml.Node) -> Any:
+        if node.tag == _STR_TAG and isinstance(node, yaml.ScalarNode):
+            return node.value  # what SafeConstructor makes of a string, without its per-node bookkeeping
         try:
             return self.loader.construct_object(node, deep=True)
         except yaml.MarkedYAMLError as error:

@@ -131,4 +131,5 @@ class RegistryContract:
         assert {name: [v.ref for v in versions] for name, versions in found.items()} == \
             {"iris": ["iris:1", "iris:2"], "other": ["other:1"], "nothing": []}
         assert found["iris"][0].archived and found["iris"][1].digest == registry.get("iris", 2).digest
+        assert found["iris"] == registry.list_versions("iris", include_archived=True)  # files included
         assert registry.aliases("nothing") == {}
