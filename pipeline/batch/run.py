@@ -30,6 +30,7 @@ from pipeline.runtime import Model
 from pipeline.runtime.jsonio import dumps
 
 EVENT_ROWS = 100  # rows per collected event: what one /score request of a batch client would carry
+READ_AHEAD = 1  # chunks decoded ahead by the reading thread (each one more in memory: ~17 MB at 20 features)
 
 
 class Scorer(Protocol):
@@ -164,7 +165,7 @@ def run(info: ModelInfo, describe: Callable[[], Model | Shape], scorer: Scorer, 
     if first.format == "parquet" and not first.stdin:  # its chunks need nothing from the model: read them now
         early_rows = options.chunk_rows or (resumed.chunk_rows if resumed else None) \
             or reader.default_chunk_rows(len(first_names) or 20)
-        early = (early_rows, reader.read_ahead(reader.chunks(first, early_rows, []), window))
+        early = (early_rows, reader.read_ahead(reader.chunks(first, early_rows, []), READ_AHEAD))
     model = describe()
     previous = prepare_output(options)
     scored_at = previous.lineage["scored_at"] if previous else datetime.now(UTC).isoformat(timespec="seconds")
@@ -233,7 +234,7 @@ def run(info: ModelInfo, describe: Callable[[], Model | Shape], scorer: Scorer, 
             if early is not None and source is first and early[0] == chunk_rows:
                 tables = early[1]
             else:
-                tables = reader.read_ahead(reader.chunks(source, chunk_rows, text, stdin), window)
+                tables = reader.read_ahead(reader.chunks(source, chunk_rows, text, stdin), READ_AHEAD)
             for index, table in tables:
                 chunk = Manifest.chunk_id(source.path, index)
                 if plan is None:
@@ -272,10 +273,19 @@ def _output_table(table: pa.Table, scored: Scored, kept: list[str]) -> pa.Table:
     for name, values in scored.columns.items():
         if name in columns:
             raise MlopsError(f"the input has a column {name!r}, which the predictions are named; rename it")
-        columns[name] = pa.array(values.tolist()) if values.ndim > 1 else pa.array(values)
+        columns[name] = _arrow(values)
     if not scored.columns:  # no row scored (the part is not written)
         columns[PREDICTION] = pa.nulls(base.num_rows)
     return pa.table(columns)
+
+
+def _arrow(values: np.ndarray) -> pa.Array:
+    """An Arrow array of predictions; numbers are wrapped as they are, because ``pa.array`` imports pandas to
+    check its argument (0.3 s and ~90 MB in a parent process whose workers score)."""
+    if values.ndim == 1 and values.dtype.kind in "iuf":
+        values = np.ascontiguousarray(values)
+        return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), [None, pa.py_buffer(values)])
+    return pa.array(values.tolist()) if values.ndim > 1 else pa.array(values)
 
 
 def _write_errors(folder: Path) -> str | None:
