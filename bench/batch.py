@@ -1,6 +1,6 @@
 """Benchmark ``mlops score-batch`` against ``mlflow models predict`` on the same rows and model, in one run.
 
-    python bench/batch.py [--rows 1000000] [--workers 1,2] [--no-mlflow]
+    python bench/batch.py [--rows 1000000] [--workers 1,2] [--repeat 3] [--no-mlflow]
 
 Trains a logistic regression on 20 synthetic features (fitted on a DataFrame, so both tools match
 columns by name), saves it with skops (registered in a temporary mlops repository) and with
@@ -8,7 +8,8 @@ columns by name), saves it with skops (registered in a temporary mlops repositor
 predict`` reads only CSV or JSON), then times each command end to end (process start to exit, as a
 user runs it) — and once more on 1,000 rows, whose time is the command's startup (imports, model load),
 subtracted to give the scoring rate — and samples the peak resident memory of its whole process tree (workers included)
-every 20 ms with psutil. Prints one table: rows/s, seconds, peak RSS, and the ratio to MLflow.
+every 20 ms with psutil. Each time is the best of ``--repeat`` runs (other processes on a shared machine only ever
+add time), the peak memory the highest. Prints one table: rows/s, seconds, peak RSS, and the ratio to MLflow.
 """
 
 from __future__ import annotations
@@ -106,6 +107,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each command; the fastest counts")
     parser.add_argument("--no-mlflow", action="store_true")
     args = parser.parse_args()
     with_mlflow = not args.no_mlflow and shutil.which("mlflow") is not None
@@ -127,12 +129,17 @@ def main() -> None:
                                            "-t", "csv", "-o", str(o) + ".json", "--env-manager", "local"]))
         results = []
         for name, kind, command in commands:
-            small, _ = measure(command(paths[f"small-{kind}"], folder / "out-small"), folder)
-            seconds, peak = measure(command(paths[kind], folder / "out"), folder)
-            steady = (args.rows - SMALL) / max(seconds - small, 1e-9)  # rows/s once started (startup subtracted)
+            runs = [(measure(command(paths[f"small-{kind}"], folder / "out-small"), folder),
+                     measure(command(paths[kind], folder / "out"), folder)) for _ in range(max(args.repeat, 1))]
+            small = min(run[0][0] for run in runs)
+            seconds = min(run[1][0] for run in runs)
+            peak = max(run[1][1] for run in runs)
+            # rows/s once started (startup subtracted); none when the noise exceeds the difference
+            steady = (args.rows - SMALL) / (seconds - small) if seconds > small else float("nan")
             results.append((name, seconds, args.rows / seconds, steady, peak))
         print(f"\n{args.rows:,} rows x {FEATURES} features, logistic regression; {os.cpu_count()} CPU cores; "
-              f"end to end = process start to exit, scoring = startup (a {SMALL:,}-row run) subtracted\n")
+              f"end to end = process start to exit, scoring = startup (a {SMALL:,}-row run) subtracted; "
+              f"best of {max(args.repeat, 1)} run(s)\n")
         print(f"{'command':<44} {'seconds':>8} {'rows/s e2e':>11} {'rows/s scoring':>15} {'peak RSS':>10} "
               f"{'vs mlflow (e2e / scoring)':>26}")
         reference = results[-1] if with_mlflow else None

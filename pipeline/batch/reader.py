@@ -14,11 +14,13 @@ from __future__ import annotations
 import glob
 import hashlib
 import io
+import queue
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import pyarrow as pa
 
@@ -30,6 +32,7 @@ _SUFFIXES = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parque
 STDIN = "-"
 CHUNK_BYTES = 64 * 1024 * 1024
 _HASH_BLOCK = 1 << 20
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -208,6 +211,47 @@ def chunks(source: Source, chunk_rows: int, text_columns: list[str],
                 pending, held = [], 0
     if held:
         yield index, _combine(pending)
+
+
+def read_ahead(items: Iterator[T], depth: int) -> Iterator[T]:
+    """``items``, produced by a thread up to ``depth`` ahead: reading and decoding (which release the GIL)
+    overlap the caller's scoring and writing. The producer's exception is raised here, in order."""
+    ahead: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=max(depth, 1))
+    stop = threading.Event()
+
+    def hand(item: tuple[bool, Any]) -> bool:
+        """Queue ``item``; False once the consumer has gone."""
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not hand((True, item)):
+                    return
+            hand((False, None))
+        except BaseException as error:  # handed to the consumer, which raises it
+            hand((False, error))
+
+    def consume() -> Iterator[T]:
+        try:
+            while True:
+                more, item = ahead.get()
+                if not more:
+                    if item is not None:
+                        raise item
+                    return
+                yield item
+        finally:
+            stop.set()
+
+    threading.Thread(target=produce, name="mlops-batch-read", daemon=True).start()  # now, not at the first next()
+    return consume()
 
 
 def _combine(pending: list[pa.RecordBatch]) -> pa.Table:

@@ -13,7 +13,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -69,11 +69,18 @@ def features_matrix(model: Model, table: pa.Table) -> np.ndarray:
     if dtype.kind == "O" or not table.num_columns:
         return np.array(table_rows(table), dtype=object)
     target = pa.from_numpy_dtype(dtype)
-    try:
-        columns = [pc.cast(column, target).to_numpy(zero_copy_only=False) for column in table.columns]
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
-        raise InvalidInput(f"expected {spec.datatype if spec else 'FP64'} numbers: {error}") from None
-    return np.column_stack(columns) if len(columns) > 1 else columns[0].reshape(-1, 1)
+    # Filled column by column, piece by piece: one copy (concatenating, then stacking, made two).
+    matrix = np.empty((table.num_rows, table.num_columns), dtype=dtype)
+    for index, column in enumerate(table.columns):
+        try:
+            pieces = pc.cast(column, target).chunks
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+            raise InvalidInput(f"expected {spec.datatype if spec else 'FP64'} numbers: {error}") from None
+        start = 0
+        for piece in pieces:
+            matrix[start:start + len(piece), index] = piece.to_numpy(zero_copy_only=False)
+            start += len(piece)
+    return matrix
 
 
 def _classes(model: Model) -> list[str] | None:
@@ -190,15 +197,25 @@ class LocalScorer:
         self.info = info
         self.retries = retries
         self.workers = workers
-        self.model: Model | None = None
         self.pool: ProcessPoolExecutor | None = None
+        self.loading: Future[Model] | None = None
         if workers > 1:
             self.pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
         else:
-            self.model = info.load()
+            # Loaded in a thread: importing scikit-learn (most of the startup) holds the GIL, but hashing
+            # and reading the input meanwhile mostly do not, so they run beside it on another core.
+            loader = ThreadPoolExecutor(1, thread_name_prefix="mlops-batch-load")
+            self.loading = loader.submit(info.load)
+            loader.shutdown(wait=False)
+
+    @property
+    def model(self) -> Model | None:
+        """The model loaded in this process (waiting for it), None with workers."""
+        return self.loading.result() if self.loading is not None else None
 
     def describe(self) -> Model | Shape:
-        """The model's columns: loaded here, or as the workers see it (every worker loads it meanwhile)."""
+        """The model's columns: loaded here, or as the workers see it (every worker loads it meanwhile);
+        ModelLoadError when it cannot be loaded."""
         if self.model is not None:
             return self.model
         assert self.pool is not None
@@ -209,8 +226,6 @@ class LocalScorer:
         """A future of the chunk's ``Scored`` (already done when scoring in this process)."""
         if self.pool is not None:
             return self.pool.submit(_score_in_worker, self.info, table, self.retries)
-        from concurrent.futures import Future
-
         model = self.model
         assert model is not None
         future: Future[Scored] = Future()
@@ -283,8 +298,6 @@ class EndpointScorer:
                       for start, result in zip(starts, results, strict=True)])
 
     def submit(self, table: pa.Table) -> Any:
-        from concurrent.futures import Future
-
         future: Future[Scored] = Future()
         try:
             future.set_result(self.score(table))

@@ -7,6 +7,7 @@ import io
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,13 +81,12 @@ def score_batch(app: App, source: str, input_: str, output: Path, input_format: 
     scorer: Any = None
     try:
         if via_endpoint:
-            model: Any = info.load()  # only its column names: the endpoint scores
+            model = info.load()  # only its column names: the endpoint scores
+            describe = _already(model)
         else:
-            scorer = LocalScorer(info, workers=workers, retries=retries)
-            model = scorer.describe()
+            scorer = LocalScorer(info, workers=workers, retries=retries)  # loading starts; run() waits for it
+            describe = scorer.describe
     except ModelLoadError as error:
-        if scorer is not None:
-            scorer.close()
         raise MlopsError(f"cannot load {info.name}:{info.version}: {error}") from None
     if via_endpoint:
         scorer = EndpointScorer(resolved["url"], resolved["key"], model.columns, info.deployment if resolved["pinned"]
@@ -98,7 +98,10 @@ def score_batch(app: App, source: str, input_: str, output: Path, input_format: 
     click.echo(f"Scoring with {info.name}:{info.version} ({info.digest[:19]}, {how}) into {output}", err=True)
     reporter = RichReporter() if sys.stderr.isatty() and fmt == "text" else LineReporter()
     try:
-        summary = run(info, model, scorer, options, reporter, stdin)
+        summary = run(info, describe, scorer, options, reporter, stdin)
+    except ModelLoadError as error:
+        scorer.close()
+        raise MlopsError(f"cannot load {info.name}:{info.version}: {error}") from None
     finally:
         reporter.stop()
     if fmt == "json":
@@ -108,6 +111,11 @@ def score_batch(app: App, source: str, input_: str, output: Path, input_format: 
     click.echo(f"Scored {summary.rows_in} rows into {summary.rows_out} predictions in {summary.chunks} chunk(s) "
                f"({summary.chunks_skipped} resumed) in {summary.seconds:.1f} s ({rate:,.0f} rows/s)"
                + (f"; {summary.errors} row(s) failed: {summary.error_file}" if summary.errors else ""))
+
+
+def _already(model: Any) -> Callable[[], Any]:
+    """What run() calls for the model, when it is loaded already."""
+    return lambda: model
 
 
 def _resolve(app: App, source: str) -> dict[str, Any]:

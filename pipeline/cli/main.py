@@ -7,6 +7,7 @@ traceback instead. Exit codes follow ``terraform plan -detailed-exitcode``: 0 no
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
@@ -15,9 +16,30 @@ from pipeline import __version__
 from pipeline.cli.context import App
 from pipeline.errors import MlopsError
 
+# Each command's module, imported only when the command runs (or ``--help`` lists them): ``mlops score-batch``
+# then imports what scoring needs and not, say, the spec editor (click's documented lazy-group pattern).
+COMMAND_MODULES = {
+    "validate": "validate", "schema": "validate", "models": "models", "plan": "deploy", "apply": "deploy",
+    "status": "deploy", "destroy": "deploy", "logs": "deploy", "force-unlock": "deploy", "endpoints": "endpoints",
+    "score": "endpoints", "serve": "serve", "score-batch": "batch", "monitor": "monitor", "history": "history",
+    "rollback": "history", "promote": "promote", "init": "gitops", "comment": "gitops", "images": "images",
+    "render": "render", "export": "export",
+}
+
 
 class Group(click.Group):
-    """A click group that turns MlopsError into a clean message and exit code 1."""
+    """A click group that loads each command's module when needed, and turns MlopsError into a clean message
+    and exit code 1."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMAND_MODULES})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in COMMAND_MODULES:
+            module = importlib.import_module(f"pipeline.cli.{COMMAND_MODULES[name]}")
+            for command in module.COMMANDS:
+                self.add_command(command)
+        return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -43,32 +65,6 @@ def cli(ctx: click.Context, file: str, debug: bool) -> None:
     `mlops plan` shows what would change, `mlops apply` makes it so.
     """
     ctx.obj = App(file=file, debug=debug)
-
-
-def _register_commands() -> None:
-    from pipeline.cli import (
-        batch,
-        deploy,
-        endpoints,
-        export,
-        gitops,
-        history,
-        images,
-        models,
-        monitor,
-        promote,
-        render,
-        serve,
-        validate,
-    )
-
-    for module in (validate, models, deploy, endpoints, serve, batch, monitor, history, promote, gitops, images,
-                   render, export):
-        for command in module.COMMANDS:
-            cli.add_command(command)
-
-
-_register_commands()
 
 
 def main() -> None:

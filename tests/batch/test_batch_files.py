@@ -298,3 +298,19 @@ def test_a_chunk_whose_every_row_fails_leaves_no_part(project, tmp_path):
     assert sorted(p.name for p in out.glob("part-*")) == ["part-00000.parquet", "part-00003.parquet"]
     assert pq.read_table(out)["id"].to_pylist() == [0, 3]  # the folder reads as one table
     assert len((out / "_errors.jsonl").read_text().splitlines()) == 2
+
+
+def test_a_model_that_does_not_load_is_one_error_and_leaves_the_output_alone(project, tmp_path):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "score.py").write_text("def init():\n    raise RuntimeError('no weights here')\n\n\n"
+                                     "def run(data):\n    return data\n")
+    project.cli("models", "register", str(folder), "--name", "broken", "--flavor", "python")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "part-00000.parquet").write_bytes(b"an earlier run's part")
+    result = project.cli("score-batch", "broken:1", "--input", str(project.root / "data" / "rows.parquet"),
+                         "--output", str(out), "--overwrite", check=False)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "cannot load broken:1" in result.output and "no weights here" in result.output
+    assert (out / "part-00000.parquet").read_bytes() == b"an earlier run's part"  # loading fails before writing
