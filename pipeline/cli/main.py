@@ -58,12 +58,13 @@ def _register_commands() -> None:
         monitor,
         promote,
         render,
+        rollout,
         serve,
         validate,
     )
 
     for module in (validate, models, deploy, endpoints, serve, batch, monitor, history, promote, gitops, images,
-                   render, export):
+                   render, export, rollout):
         for command in module.COMMANDS:
             cli.add_command(command)
 
