@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -73,7 +72,8 @@ class Project:
         result = subprocess.run([sys.executable, "-m", "pipeline.cli.main", *args], cwd=self.root,
                                 capture_output=True, text=True, timeout=300)
         if check and result.returncode != 0:
-            raise AssertionError(f"mlops {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+            raise AssertionError(f"mlops {' '.join(args)} exited {result.returncode}:\n"
+                                 f"{result.stdout}\n{result.stderr}")
         return result
 
     def spawn(self, *args: str) -> subprocess.Popen:
@@ -86,13 +86,15 @@ class Project:
         (folder / "score.py").write_text(SCORE)
         (folder / "behaviour.json").write_text(json.dumps({"answer": answer, "sleep": sleep, "fail": fail}))
 
-    def configure(self, rollout_text: str, extra: str = "") -> None:
-        text = SPEC.format(rollout=rollout_text).replace("target: local", f"target: {self.target}")
-        if self.target != "local":
-            text = text.replace("  local: {type: local}", f"  {self.target}: {{type: docker}}")
-            text = text.replace("      blue:\n", "      blue:\n        environment: plain\n")
+    def configure(self, rollout_text: str) -> None:
+        text = SPEC.format(rollout=rollout_text)
+        if self.target != "local":  # a Docker target: the service runs in an environment image
+            base = os.environ.get("MLOPS_TEST_BASE_IMAGE", "python:3.11-slim")
+            text = text.replace("  local: {type: local}", f'  box: {{type: docker, base_image: "{base}"}}')
+            text = text.replace("    target: local", "    target: box")
+            text = text.replace("        model: scorer\n", "        model: scorer\n        environment: plain\n")
             text = text.replace("targets:", "environments:\n  plain: {python: \"3.11\"}\ntargets:")
-        (self.root / "mlops.yaml").write_text(text + extra)
+        (self.root / "mlops.yaml").write_text(text)
 
     def url(self) -> str:
         status = json.loads(self.mlops("status", "--format", "json").stdout)
@@ -244,14 +246,28 @@ def test_pause_before_promote_waits_for_mlops_rollout_promote(made):
     assert "promote requested by mlops rollout promote" in output and "promoted scorer:2" in output
 
 
+def env_images(client) -> set[str]:
+    return {tag for image in client.images.list() for tag in image.tags if "mlops-env-plain" in tag}
+
+
 @pytest.mark.slow
-def test_the_docker_target_rolls_out_too(made):
-    if shutil.which("docker") is None and not os.environ.get("DOCKER_HOST"):
-        pytest.skip("no Docker engine")
-    project = made(rollout(steps="[50, 100]"), target="engine")
-    project.version(2)
-    with Load(project.url()) as load:
-        applied = project.mlops("apply", "--yes").stdout
-        time.sleep(0.5)
-    assert "step 1/2: 50% to blue-canary" in applied and "promoted scorer:2" in applied
-    assert load.answers[-1] == (200, [2])
+@pytest.mark.docker
+def test_the_docker_target_rolls_out_too(made, docker_engine):
+    before = env_images(docker_engine)
+    project = None
+    try:
+        project = made(rollout(steps="[50, 100]"), target="box")
+        project.version(2)
+        with Load(project.url()) as load:
+            applied = project.mlops("apply", "--yes").stdout
+            time.sleep(0.5)
+        assert "step 1/2: 50% to blue-canary" in applied and "promoted scorer:2" in applied
+        assert load.answers[-1] == (200, [2])
+    finally:
+        if project is not None:
+            project.mlops("destroy", "--yes", check=False)  # its containers first, then the images it built
+        for tag in env_images(docker_engine) - before:
+            try:
+                docker_engine.images.remove(tag)
+            except Exception:  # noqa: BLE001 - in use by someone else's container: theirs now
+                pass
