@@ -78,12 +78,17 @@ class Reading:
     name: str
     value: float | None  # None: not measurable yet (no requests, too few rows)
     limit: float
+    skipped: str = ""  # why this gate does not apply to this window (it neither passes nor fails it)
 
     @property
     def passed(self) -> bool | None:
+        if self.skipped:
+            return True
         return None if self.value is None else self.value <= self.limit
 
     def __str__(self) -> str:
+        if self.skipped:
+            return f"{self.name} not judged ({self.skipped})"
         if self.value is None:
             return f"{self.name} n/a (limit {format_limit(self.name, self.limit)})"
         sign = "≤" if self.passed else ">"
@@ -116,21 +121,23 @@ class Verdict:
         return f"{self.requests} canary requests; {shown}"
 
 
-def evaluate(analysis: Analysis, measured: Measurement, reference: Stats | None) -> Verdict:
-    """Each gate's value for this window. ``reference``: the stable deployment's last window with
-    enough requests (at 100 % the stable one gets none, the canary is compared with what it had)."""
-    canary = measured.canary
-    stable = measured.stable if measured.stable.requests >= analysis.min_requests else reference
+def evaluate(analysis: Analysis, measured: Measurement) -> Verdict:
+    """Each gate's value for this window. The latency ratio compares the two deployments over the same
+    window only: when the stable one served too few requests in it (at 100 %), it is not judged."""
+    canary, stable = measured.canary, measured.stable
+    comparable = stable.requests >= analysis.min_requests and bool(stable.p99)
     values: dict[str, float | None] = {
         "error_rate": canary.errors / canary.requests if canary.requests else None,
         "latency_p99": canary.p99,
-        "latency_p99_ratio": (canary.p99 / stable.p99 if canary.p99 is not None and stable is not None
-                              and stable.p99 else None),
+        "latency_p99_ratio": canary.p99 / stable.p99 if canary.p99 is not None and comparable and stable.p99
+        else None,
         "prediction_drift": measured.prediction_drift,
         "input_drift": measured.input_drift,
     }
-    return Verdict(tuple(Reading(g.name, values[g.name], g.max) for g in analysis.metrics), canary.requests,
-                   analysis.min_requests)
+    skipped = {"latency_p99_ratio": "" if comparable else
+               f"the stable version served {stable.requests} requests in this window"}
+    return Verdict(tuple(Reading(g.name, values[g.name], g.max, skipped.get(g.name, "")) for g in analysis.metrics),
+                   canary.requests, analysis.min_requests)
 
 
 # -- the saved state -----------------------------------------------------------------------
@@ -152,7 +159,6 @@ class RolloutState:
     approved: bool = False  # pause_before_promote: promotion was asked for
     reason: str = ""  # why it paused or rolled back
     last_check: str = ""
-    reference: dict | None = None  # the stable deployment's last window with enough requests (Stats)
     history: list[str] = field(default_factory=list)
 
     @property
@@ -322,11 +328,7 @@ class Controller:
             if remaining > 0:
                 self.clock.sleep(min(self.tick, remaining))
                 continue
-            measured = self.meter.measure(mark)
-            if measured.stable.requests >= analysis.min_requests:
-                self.state.reference = asdict(measured.stable)
-            reference = Stats(**self.state.reference) if self.state.reference else None
-            verdict = evaluate(analysis, measured, reference)
+            verdict = evaluate(analysis, self.meter.measure(mark))
             self.state.last_check = verdict.summary()
             if verdict.passed:
                 self._record(f"check passed: {verdict.summary()}")

@@ -1,4 +1,5 @@
-"""What a rollout's gates read: each deployment's Prometheus ``/metrics`` and its collected events.
+"""What a rollout's gates read: each deployment's Prometheus ``/metrics`` (``Target.metrics``) and its
+collected events.
 
 Counters and histograms are scraped from every instance of the canary and of the stable deployment
 at the start and at the end of a window; the window's numbers are their differences (an instance
@@ -16,7 +17,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families  # the format's own parser
 
@@ -77,8 +77,8 @@ def window(start: dict[str, Scrape], end: dict[str, Scrape]) -> Stats:
     """The differences of every instance's counters between two scrapes, summed."""
     requests = errors = 0.0
     buckets: dict[float, float] = {}
-    for url, now in end.items():
-        before = start.get(url)
+    for instance, now in end.items():
+        before = start.get(instance)
         if before is None or now.requests < before.requests:  # new or restarted: counts from zero
             before = Scrape(buckets={})
         requests += now.requests - before.requests
@@ -142,28 +142,14 @@ class TargetMeter:
         self.target, self.endpoint, self.stable, self.canary = target, endpoint, stable, canary
         self.data_dir, self.drift, self.since = data_dir, drift, since
         self.baseline = load_baseline(baseline) if baseline is not None and drift else None
-        self._http = httpx.Client(timeout=2.0)
-
-    def _urls(self) -> dict[str, list[str]]:
-        _, deployments = self.target.observe()
-        urls = {d.name: list(d.detail.get("urls") or []) for d in deployments if d.endpoint == self.endpoint}
-        if not urls.get(self.canary):
-            raise TargetError(f"the canary {self.endpoint}/{self.canary} has no instances to measure on target "
-                              f"'{self.target.name}' (its metrics are read from each instance)")
-        return urls
 
     def _scrape(self) -> dict[str, dict[str, Scrape]]:
-        scraped: dict[str, dict[str, Scrape]] = {}
-        for name, urls in self._urls().items():
-            if name not in (self.stable, self.canary):
-                continue
-            for url in urls:
-                try:
-                    answer = self._http.get(f"{url}/metrics")
-                    answer.raise_for_status()
-                except httpx.HTTPError:
-                    continue  # an instance going away: its requests are no longer counted
-                scraped.setdefault(name, {})[url] = parse_metrics(answer.text)
+        """Every instance of both deployments, read through the target (by instance id)."""
+        scraped = {name: {instance: parse_metrics(text) for instance, text in
+                          self.target.metrics(self.endpoint, name).items()} for name in (self.stable, self.canary)}
+        if not scraped[self.canary]:
+            raise TargetError(f"no instance of the canary {self.endpoint}/{self.canary} answered its /metrics on "
+                              f"target '{self.target.name}'")
         return scraped
 
     def mark(self) -> tuple[datetime, dict[str, dict[str, Scrape]]]:

@@ -125,10 +125,16 @@ def test_mirror_first_shadows_before_any_live_weight():
     assert decision == PROMOTE and routes == [(0, 100), (50, 0)]
 
 
-def test_at_100_percent_the_ratio_uses_the_stable_versions_last_busy_window():
-    at_full = Measurement(Stats(300, 0, 0.021), Stats(0, 0, None))
-    decision, _, _, _, _ = run(rollout(steps=[50, 100]), FakeMeter(GOOD, at_full))
+def test_at_100_percent_the_ratio_is_not_judged_without_stable_traffic_in_the_window():
+    at_full = Measurement(Stats(300, 0, 0.5), Stats(0, 0, None))
+    decision, _, state, _, _ = run(rollout(steps=[50, 100]), FakeMeter(GOOD, at_full))
     assert decision == PROMOTE
+    assert "latency_p99_ratio not judged (the stable version served 0 requests in this window)" in state.last_check
+
+
+def test_the_ratio_is_judged_when_the_stable_version_has_traffic():
+    decision, _, state, _, _ = run(rollout(steps=[50, 100]), FakeMeter(GOOD, SLOW))
+    assert decision == "rollback" and state.reason.startswith("halted at 100%: latency_p99_ratio 2.5 > 1.5")
 
 
 def test_weights_split_only_the_stable_deployments_share():
