@@ -315,8 +315,11 @@ def _rollouts(source: Source, data: dict) -> Found:
     """What a ``rollout:`` block needs beyond its types: weights that fit its strategy and rise, limits
     in the unit of their metric, a deadline longer than a step, collected data for the drift gates."""
     models = _mapping(data.get("models"))
+    targets = _mapping(data.get("targets"))
     for endpoint, spec in _mapping(data.get("endpoints")).items():
         deployments = _mapping(_mapping(spec).get("deployments"))
+        target_type = _mapping(targets.get(_mapping(spec).get("target"))).get("type")
+        kind = TARGET_KINDS.get(target_type) if isinstance(target_type, str) else None
         for name, deployment in deployments.items():
             deployment = _mapping(deployment)
             if "rollout" not in deployment:
@@ -352,7 +355,8 @@ def _rollouts(source: Source, data: dict) -> Found:
                     yield (source.at(base + ("step_weight",)),
                            f"{dotted(base + ('step_weight',))}: {weight} is more than max_weight ({most})")
             yield from _rollout_times(source, base, rollout)
-            yield from _gates(source, base, rollout, deployment, models)
+            yield from _gates(source, base, rollout, deployment, models,
+                              remote=kind is not None and kind.remote_collection)
 
 
 def _seconds(value: Any) -> float | None:
@@ -375,7 +379,7 @@ def _rollout_times(source: Source, base: tuple, rollout: dict) -> Found:
                f"than the interval ({rollout.get('interval', '1m')}); a step could never be judged")
 
 
-def _gates(source: Source, base: tuple, rollout: dict, deployment: dict, models: dict) -> Found:
+def _gates(source: Source, base: tuple, rollout: dict, deployment: dict, models: dict, remote: bool) -> Found:
     metrics = _mapping(rollout.get("analysis")).get("metrics")
     seen: set[str] = set()
     for index, gate in enumerate(metrics if isinstance(metrics, list) else []):
@@ -393,7 +397,11 @@ def _gates(source: Source, base: tuple, rollout: dict, deployment: dict, models:
             except ValueError as error:
                 yield (source.at(path + ("max",)), f"{dotted(path + ('max',))}: {error} for {name}")
         collector = deployment.get("data_collector")
-        if name in DRIFT_METRICS and (collector is None or _mapping(collector).get("enabled") is False):
+        if name in DRIFT_METRICS and remote:
+            yield (source.at(path + ("name",)),
+                   f"{dotted(path + ('name',))}: {name} reads the data collected on this machine; this target "
+                   "collects into its own sink, which rollouts cannot read yet")
+        elif name in DRIFT_METRICS and (collector is None or _mapping(collector).get("enabled") is False):
             yield (source.at(path + ("name",)),
                    f"{dotted(path + ('name',))}: {name} is read from the collected data; give the deployment "
                    "a data_collector")

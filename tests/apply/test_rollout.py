@@ -168,3 +168,36 @@ def test_metrics_of_scoring_routes_are_read_and_differenced():
 
 def test_quantile_of_empty_buckets_is_unknown():
     assert quantile({0.1: 0.0, float("inf"): 0.0}, 0.99) is None
+
+
+def event(outputs, inputs=None, status=200):
+    from pipeline.server.events import Event
+
+    return Event("id", "2026-11-25T10:00:00+00:00", "web", "blue", "m", 1, "/score", status, 1.0, inputs, outputs,
+                 None)
+
+
+def test_prediction_drift_compares_the_canarys_answers_with_the_stable_ones():
+    import numpy as np
+
+    from pipeline.apply.rollout_meter import prediction_psi, predictions
+
+    rng = np.random.default_rng(0)
+    stable = predictions([event([float(v)]) for v in rng.normal(0, 1, 500)])
+    same = predictions([event([float(v)]) for v in rng.normal(0, 1, 500)])
+    shifted = predictions([event({"predictions": [float(v)]}) for v in rng.normal(2, 1, 500)])
+    assert prediction_psi(stable, same) < 0.1 < 0.2 < prediction_psi(stable, shifted)
+    assert prediction_psi(stable, same[:5]) is None  # too few answers say nothing
+    assert len(predictions([event([1.0], status=500)])) == 0  # failures answered nothing
+
+
+def test_input_drift_is_the_worst_features_psi_against_the_baseline():
+    import numpy as np
+
+    from pipeline.apply.rollout_meter import input_psi
+
+    rng = np.random.default_rng(1)
+    baseline = (["a", "b"], rng.normal(0, 1, (2000, 2)))
+    drifted = [event([1], {"data": [[float(a), float(b) + 3]]}) for a, b in rng.normal(0, 1, (1000, 2))]
+    steady = [event([1], {"data": [[float(a), float(b)]]}) for a, b in rng.normal(0, 1, (1000, 2))]
+    assert input_psi(baseline, steady) < 0.1 < 1.0 < input_psi(baseline, drifted)

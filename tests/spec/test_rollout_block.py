@@ -119,3 +119,11 @@ def test_a_deployment_named_like_a_canary_is_refused(tmp_path):
                         "endpoints:\n  web:\n    target: local\n    traffic: {blue: 100, blue-canary: 0}\n") + \
         "        rollout: {steps: [50]}\n      blue-canary:\n        model: iris\n"
     assert "runs as 'blue-canary'" in problems(tmp_path, text)
+
+
+def test_drift_gates_are_refused_where_data_is_collected_in_the_cluster(tmp_path):
+    text = HEAD.replace("  local: {type: local}", "  local: {type: kubernetes, namespace: ml}").replace(
+        "        model: iris\n", "        model: iris\n        environment: py\n").replace(
+        "targets:", "environments:\n  py: {python: \"3.11\"}\ntargets:") + \
+        "        rollout: {steps: [50], analysis: {metrics: [{name: input_drift, max: 0.2}]}}\n"
+    assert "collects into its own sink" in problems(tmp_path, text)
