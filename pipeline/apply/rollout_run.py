@@ -21,7 +21,7 @@ from pipeline.apply.rollout_meter import TargetMeter
 from pipeline.errors import RolloutFailed
 from pipeline.spec.model import Spec
 from pipeline.spec.rollout import DRIFT_METRICS, canary_name
-from pipeline.state import RUNNING
+from pipeline.state import RUNNING, ObservedDeployment
 from pipeline.targets.base import DeployRequest, Target
 
 
@@ -46,14 +46,20 @@ class RolloutRun:
     def _identity(self) -> str:
         return f"{self.request.model.digest}|{self.request.image}|{self.request.settings_digest}"
 
-    def _state(self) -> RolloutState:
-        """The saved rollout of this same version, resumed where it was; else a new one."""
+    def _canary(self) -> ObservedDeployment | None:
+        _, deployments = self.target.observe()
+        return next((d for d in deployments if d.endpoint == self.endpoint.name and d.name == self.canary), None)
+
+    def _state(self, canary: ObservedDeployment | None) -> RolloutState:
+        """The saved rollout of this same version, resumed where it was while its canary still runs
+        (or it was deciding); else a new one."""
         saved = self.store.load(self.endpoint.name, self.deployment.name)
-        if saved is not None and saved.active and saved.identity == self._identity():
+        deciding = saved is not None and saved.phase in ("promoting", "rolling_back")
+        if saved is not None and saved.active and saved.identity == self._identity() and (canary or deciding):
+            weights = self.rollout.weights()
             where = {"mirror": "the mirror phase", "paused": "its pause", "promoting": "promotion",
-                     "rolling_back": "rollback"}.get(saved.phase, f"step {saved.step + 1} "
-                                                                  f"({self.rollout.weights()[saved.step]}%)"
-                                                     if saved.step < len(self.rollout.weights()) else "promotion")
+                     "rolling_back": "rollback"}.get(saved.phase) or (
+                f"step {saved.step + 1} ({weights[saved.step]}%)" if saved.step < len(weights) else "promotion")
             self.say(f"resuming the rollout of {saved.model} at {where}")
             return saved
         now = self.clock.now()
@@ -71,10 +77,8 @@ class RolloutRun:
         mirrors = {**self.endpoint.mirror_traffic, **({self.canary: mirror} if mirror else {})}
         self.target.set_traffic(self.endpoint.name, traffic, mirrors)
 
-    def _start_canary(self) -> None:
+    def _start_canary(self, running: ObservedDeployment | None) -> None:
         """The canary runs this version (started again only when it does not run it, or not ready)."""
-        _, deployments = self.target.observe()
-        running = next((d for d in deployments if d.endpoint == self.endpoint.name and d.name == self.canary), None)
         if running is not None and running.model == self.request.model.ref and running.status == RUNNING:
             return
         model = self.request.model
@@ -84,10 +88,11 @@ class RolloutRun:
 
     def run(self) -> str:
         self.target.ensure_endpoint(self.endpoint)
-        state = self._state()
+        canary = self._canary()
+        state = self._state(canary)
         self._save(state)
         if state.phase not in ("promoting", "rolling_back"):
-            self._start_canary()
+            self._start_canary(canary)
         model = self.spec.models.get(self.request.model.name)
         gates = {g.name for g in self.rollout.analysis.metrics}
         meter = TargetMeter(self.target, self.endpoint.name, self.deployment.name, self.canary,
