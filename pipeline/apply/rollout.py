@@ -92,8 +92,7 @@ class Reading:
         if self.value is None:
             return f"{self.name} n/a (limit {format_limit(self.name, self.limit)})"
         sign = "≤" if self.passed else ">"
-        value = round(self.value, 4) if self.name.endswith(("ratio", "drift")) else self.value
-        return f"{self.name} {format_limit(self.name, value)} {sign} {format_limit(self.name, self.limit)}"
+        return f"{self.name} {format_limit(self.name, self.value)} {sign} {format_limit(self.name, self.limit)}"
 
 
 @dataclass(frozen=True)

@@ -51,16 +51,16 @@ def format_duration(seconds: float) -> str:
     for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"
-    return f"{seconds * 1000:g}ms" if seconds < 1 else f"{seconds:g}s"
+    return f"{seconds * 1000:.4g}ms" if seconds < 1 else f"{seconds:.4g}s"
 
 
 def format_limit(metric: str, value: float) -> str:
     kind = METRICS[metric]
     if kind == "percent":
-        return f"{value * 100:g}%"
+        return f"{value * 100:.3g}%"
     if kind == "duration":
         return format_duration(value)
-    return f"{value:g}"
+    return f"{value:.4g}"
 
 
 @dataclass(frozen=True)
