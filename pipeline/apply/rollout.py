@@ -120,21 +120,20 @@ class Verdict:
         return f"{self.requests} canary requests; {shown}"
 
 
-def evaluate(analysis: Analysis, measured: Measurement) -> Verdict:
+def evaluate(analysis: Analysis, measured: Measurement, stable_live: bool = True) -> Verdict:
     """Each gate's value for this window. The latency ratio compares the two deployments over the same
-    window only: when the stable one served too few requests in it (at 100 %), it is not judged."""
+    window: it waits for ``min_requests`` on the stable one too, and is not judged while the stable
+    one has no live weight (at 100 %)."""
     canary, stable = measured.canary, measured.stable
-    comparable = stable.requests >= analysis.min_requests and bool(stable.p99)
+    enough = stable.requests >= analysis.min_requests and bool(stable.p99)
     values: dict[str, float | None] = {
         "error_rate": canary.errors / canary.requests if canary.requests else None,
         "latency_p99": canary.p99,
-        "latency_p99_ratio": canary.p99 / stable.p99 if canary.p99 is not None and comparable and stable.p99
-        else None,
+        "latency_p99_ratio": canary.p99 / stable.p99 if canary.p99 is not None and enough and stable.p99 else None,
         "prediction_drift": measured.prediction_drift,
         "input_drift": measured.input_drift,
     }
-    skipped = {"latency_p99_ratio": "" if comparable else
-               f"the stable version served {stable.requests} requests in this window"}
+    skipped = {"latency_p99_ratio": "" if stable_live else "the stable version has no live weight"}
     return Verdict(tuple(Reading(g.name, values[g.name], g.max, skipped.get(g.name, "")) for g in analysis.metrics),
                    canary.requests, analysis.min_requests)
 
@@ -327,7 +326,8 @@ class Controller:
             if remaining > 0:
                 self.clock.sleep(min(self.tick, remaining))
                 continue
-            verdict = evaluate(analysis, self.meter.measure(mark))
+            stable_live = self.state.phase == "mirror" or self.state.weight < 100
+            verdict = evaluate(analysis, self.meter.measure(mark), stable_live)
             self.state.last_check = verdict.summary()
             if verdict.passed:
                 self._record(f"check passed: {verdict.summary()}")

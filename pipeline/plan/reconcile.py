@@ -180,15 +180,14 @@ class _Planner:
             reasons.append("settings changed")
         if {"model", "image"} & set(changed):
             reasons[-1] += self._layer_note(endpoint, image)
-        rollout = None
         if drift:
             reasons.append(drift)
             changed.append("status")
             have["status"], wanted["status"] = observed.status, RUNNING
         elif deployment.rollout.progressive and endpoint.traffic.get(deployment.name, 0) > 0:
-            rollout = deployment.rollout.describe()  # a stable version serves live traffic: judge the new one
+            # a healthy stable version serves live traffic: the new one is judged against it before it replaces it
             reasons.append(f"{deployment.rollout.strategy} rollout")
-            data = replace(data, rollout=rollout)
+            data = replace(data, rollout=deployment.rollout.describe())
         self.steps.append(Step(id=f"update:{key}", kind=StepKind.UPDATE, action=Action.REPLACE,
                                address=f"deployment.{key}",
                                reason="; ".join(reasons), before={f: have[f] for f in changed},

@@ -125,16 +125,18 @@ def test_mirror_first_shadows_before_any_live_weight():
     assert decision == PROMOTE and routes == [(0, 100), (50, 0)]
 
 
-def test_at_100_percent_the_ratio_is_not_judged_without_stable_traffic_in_the_window():
+def test_at_100_percent_the_ratio_is_not_judged():
     at_full = Measurement(Stats(300, 0, 0.5), Stats(0, 0, None))
     decision, _, state, _, _ = run(rollout(steps=[50, 100]), FakeMeter(GOOD, at_full))
     assert decision == PROMOTE
-    assert "latency_p99_ratio not judged (the stable version served 0 requests in this window)" in state.last_check
+    assert "latency_p99_ratio not judged (the stable version has no live weight)" in state.last_check
 
 
-def test_the_ratio_is_judged_when_the_stable_version_has_traffic():
-    decision, _, state, _, _ = run(rollout(steps=[50, 100]), FakeMeter(GOOD, SLOW))
-    assert decision == "rollback" and state.reason.startswith("halted at 100%: latency_p99_ratio 2.5 > 1.5")
+def test_below_100_percent_the_ratio_waits_for_enough_stable_requests():
+    few_stable = Measurement(Stats(200, 0, 0.05), Stats(12, 0, 0.02))
+    decision, _, state, clock, _ = run(rollout(steps=[50]), FakeMeter(few_stable, few_stable, SLOW))
+    assert decision == "rollback" and "latency_p99_ratio 2.5 > 1.5" in state.reason
+    assert clock.time - 1000 > 300  # it waited past the first interval for the stable version's traffic
 
 
 def test_weights_split_only_the_stable_deployments_share():

@@ -56,8 +56,9 @@ endpoints:
 """
 
 GATES = "{min_requests: 40, failure_limit: 1, metrics: [{name: error_rate, max: 1%}, {name: latency_p99, max: 2s}]}"
-# a ratio of fast answers' p99 is noise (a millisecond either way); the slow test sleeps in both versions
-RATIO = "{min_requests: 40, failure_limit: 1, metrics: [{name: latency_p99_ratio, max: 1.5}]}"
+# a ratio of fast answers' p99 is noise (a millisecond either way): the slow test sleeps in both versions, and
+# checks at several weights (any failed check rolls back), as a busy machine's jitter can blur one window
+RATIO = "{min_requests: 20, failure_limit: 1, metrics: [{name: latency_p99_ratio, max: 1.5}]}"
 
 
 def rollout(**fields: object) -> str:
@@ -190,11 +191,12 @@ def test_a_canary_failing_some_inputs_is_rolled_back_at_its_first_step(made):
 
 @pytest.mark.slow
 def test_a_canary_twice_as_slow_fails_the_latency_ratio(made):
-    project = made(rollout(steps="[50, 100]", analysis=RATIO), sleep=0.03)
-    project.version(2, sleep=0.06)
+    project = made(rollout(steps="[25, 50, 75, 100]", analysis=RATIO), sleep=0.06)
+    project.version(2, sleep=0.12)
     with Load(project.url()):
         applied = project.mlops("apply", "--yes", check=False)
-    assert applied.returncode == 1 and "latency_p99_ratio" in applied.stderr and "> 1.5" in applied.stderr
+    assert applied.returncode == 1 and "latency_p99_ratio" in applied.stderr and "> 1.5" in applied.stderr, \
+        applied.stdout
 
 
 @pytest.mark.slow
