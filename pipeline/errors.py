@@ -17,6 +17,7 @@ one line per problem with ``file:line:column``) and exits 1, never with a traceb
     ├── BuildError           an environment image failed to build
     ├── TargetError          a deployment target failed (with the service's log tail)
     │   └── HealthCheckFailed  a deployment never became ready
+    ├── RolloutFailed        a canary failed its gates (or was aborted): traffic went back to stable
     ├── ServeError           the scoring service cannot start (bad keys file, data folder)
     │   └── ModelLoadError   a model folder cannot be loaded (bad files, untrusted types, missing extra)
     └── InvalidInput         data a model cannot take (shape, type, names, null/NaN): the caller's
@@ -105,6 +106,10 @@ class TargetError(MlopsError):
 
 class HealthCheckFailed(TargetError):
     """A new or updated deployment did not become ready before its deadline."""
+
+
+class RolloutFailed(MlopsError):
+    """A progressive rollout was rolled back: the canary failed a gate, ran out of time, or was aborted."""
 
 
 class ServeError(MlopsError):

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pipeline.apply.journal import Journal
+from pipeline.apply.rollout import Clock, SystemClock
+from pipeline.apply.rollout_run import RolloutRun
 from pipeline.errors import MlopsError, ReferenceNotFound, TargetError
 from pipeline.plan.model import BuildData, DeployData, RemoveData
 from pipeline.spec.checks import VAR_REF
@@ -31,7 +33,7 @@ RETRIES = 3
 BACKOFF_SECONDS = 0.5
 BACKOFF_CAP_SECONDS = 8.0
 
-Progress = Callable[[Any, str, str], None]  # (step, "start" | "done" | "failed" | "retry", detail)
+Progress = Callable[[Any, str, str], None]  # (step, "start" | "done" | "failed" | "retry" | "rollout", detail)
 
 
 class Builder(Protocol):
@@ -82,8 +84,10 @@ def resolve_variables(values: Mapping[str, str], where: str) -> dict[str, str]:
 
 class Executor:
     def __init__(self, spec: Spec, registry, targets: Mapping[str, Target], builder: Builder | None,
-                 journal: Journal, progress: Progress, lineage: Mapping[str, Any] | None = None):
+                 journal: Journal, progress: Progress, lineage: Mapping[str, Any] | None = None,
+                 clock: Clock | None = None):
         self.spec = spec
+        self.clock = clock or SystemClock()  # rollouts bake by it
         self.registry = registry
         self.targets = targets
         self.builder = builder
@@ -149,7 +153,12 @@ class Executor:
         observed = self._start(step.data)
         return f"{observed.model} ready ({observed.ready_instances}/{observed.instance_count} instances)"
 
-    _update = _deploy
+    def _update(self, step, outcome: Outcome) -> str:
+        if not step.data.rollout:
+            return self._deploy(step, outcome)
+        request = self._request(step.data)
+        return RolloutRun(request, self.targets[request.endpoint.target], self.registry, self.spec,
+                          self.journal, lambda message: self.progress(step, "rollout", message), self.clock).run()
 
     def _export(self, step, outcome: Outcome) -> str:
         observed = self._start(step.data)
@@ -158,22 +167,26 @@ class Executor:
 
     def _start(self, data: DeployData) -> ObservedDeployment:
         """Deploy (or export) what a deploy, update or export step names; the target's observed result."""
+        request = self._request(data)
+        target = self.targets[request.endpoint.target]
+        target.ensure_endpoint(request.endpoint)
+        # protected before it serves: a crash from here on leaves it undeletable, never unprotected
+        self.registry.add_usage(f"{request.deployment.key} (being deployed)", request.model.name,
+                                request.model.version)
+        return target.deploy(request)
+
+    def _request(self, data: DeployData) -> DeployRequest:
         endpoint = self.spec.endpoints[data.endpoint]
         deployment = endpoint.deployments[data.deployment]
         model = self._resolve_model(data)
         where = self.spec.where(f"endpoints.{endpoint.name}.deployments.{deployment.name}")
-        request = DeployRequest(
+        return DeployRequest(
             endpoint=endpoint, deployment=deployment, model=model,
             environment_variables=resolve_variables(deployment.environment_variables, where),
             image=data.image, settings_digest=settings_digest(endpoint, deployment),
             baseline=self._baseline_in_model(model.name),
             interpreter=self.builder.interpreter(data.image) if self.builder and data.image
             else None)
-        target = self.targets[endpoint.target]
-        target.ensure_endpoint(endpoint)
-        # protected before it serves: a crash from here on leaves it undeletable, never unprotected
-        self.registry.add_usage(f"{deployment.key} (being deployed)", model.name, model.version)
-        return target.deploy(request)
 
     def _traffic(self, step, outcome: Outcome) -> str:
         endpoint = self.spec.endpoints[step.data.endpoint]

@@ -71,7 +71,7 @@ class MlflowLedger:
                 self.client.log_text(run_id, plan_json, "plan.json")
             # Last: a run without the metric is not an entry yet, so a crash before here leaves no half entry.
             self.client.log_metric(run_id, ENTRY, number, step=0)
-            self.client.set_terminated(run_id, "FAILED" if outcome == "failed" else "FINISHED")
+            self.client.set_terminated(run_id, "FAILED" if outcome in ("failed", "rolled back") else "FINISHED")
         crash_point("ledger entry committed")
         return number
 

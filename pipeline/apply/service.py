@@ -26,7 +26,7 @@ from pipeline.apply.executor import Executor, Outcome
 from pipeline.apply.journal import Journal
 from pipeline.apply.observe import observe, record_usage, served, spec_digest, used_targets
 from pipeline.apply.state_store import LocalStateStore, StateStore
-from pipeline.errors import LockError, StalePlanError
+from pipeline.errors import LockError, RolloutFailed, StalePlanError
 from pipeline.lockinfo import describe_holder, mismatch_message
 from pipeline.plan import Plan, reconcile
 from pipeline.spec.model import Spec
@@ -51,7 +51,8 @@ class Reporter:
     notice: Callable[[str], None] = _ignore  # a sentence worth showing (lock taken over, data kept)
     plan: Callable[[Plan, bool], None] = _ignore  # the plan about to run (True: a saved plan)
     confirm: Callable[[Plan], None] = _ignore  # raise to cancel before anything changes
-    progress: Callable[[Any, str, str], None] = _ignore  # (step, "start"|"done"|"failed"|"retry", detail)
+    # (step, "start"|"done"|"failed"|"retry"|"rollout", detail); "rollout": a step, check or decision of a rollout
+    progress: Callable[[Any, str, str], None] = _ignore
 
 
 @dataclass
@@ -178,9 +179,12 @@ class Deployer:
         record_usage(self.registry, serving)
         if self.builder is not None and not outcome.error:
             self.builder.collect_garbage(self.spec, serving)
+        rolled_back = isinstance(outcome.error, RolloutFailed)
         self.store.ledger().record(
-            commit=lineage.get("commit"), author=lineage.get("author"), summary=plan.summary(),
-            outcome="failed" if outcome.error else "ok", served=serving, plan_json=plan.to_json())
+            commit=lineage.get("commit"), author=lineage.get("author"),
+            summary=plan.summary() + (f" {outcome.error}" if rolled_back else ""),
+            outcome="rolled back" if rolled_back else "failed" if outcome.error else "ok", served=serving,
+            plan_json=plan.to_json())
         journal.close("failed" if outcome.error else "ok")
         return outcome
 

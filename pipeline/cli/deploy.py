@@ -148,6 +148,9 @@ SLOW_STEPS = ("build", "deploy", "update", "export")  # in a log (no terminal), 
 
 
 def _progress(step, status: str, detail: str) -> None:
+    if status == "rollout":  # a rollout's progress: one line per step, check and decision (terminal and CI)
+        click.echo(("\n" if sys.stdout.isatty() else "") + f"      {step.address}: {detail}")
+        return
     symbol = {"start": "…", "done": "✓", "failed": "✗", "retry": "↻"}[status]
     if status == "start":
         if sys.stdout.isatty() or step.kind in SLOW_STEPS:

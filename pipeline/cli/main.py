@@ -23,7 +23,7 @@ COMMAND_MODULES = {
     "status": "deploy", "destroy": "deploy", "logs": "deploy", "force-unlock": "deploy", "endpoints": "endpoints",
     "score": "endpoints", "serve": "serve", "score-batch": "batch", "monitor": "monitor", "history": "history",
     "rollback": "history", "promote": "promote", "init": "gitops", "comment": "gitops", "images": "images",
-    "render": "render", "export": "export",
+    "render": "render", "export": "export", "rollout": "rollout",
 }
 
 

@@ -26,14 +26,14 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import InvalidInput
-from pipeline.monitor.drift import sample_psi
+from pipeline.monitor.drift import DriftPolicy, sample_psi
 from pipeline.runtime import Model
 from pipeline.server.events import Event
 
 INFER_ROUTE = "/v2/models/{name}/infer"  # the collector's route label of OIP v2 infer (pipeline.server.app)
 QUANTILES = (5, 25, 50, 75, 95)
 RELATIVE_TOLERANCE, ABSOLUTE_TOLERANCE = 1e-6, 1e-9  # numbers closer than this are the same answer
-MIN_ROWS_FOR_PSI = 30  # as for input drift (monitor.report.MIN_ROWS_FOR_DRIFT)
+MIN_ROWS_FOR_PSI = DriftPolicy().min_rows  # fewer rows: the PSI is mostly noise (monitor.drift)
 
 
 @dataclass(frozen=True)

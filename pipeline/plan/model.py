@@ -100,6 +100,8 @@ class DeployData:
     model_version: int | None  # None: the version registered for model_digest by this plan
     model_digest: str
     image: str | None = None
+    # an update that goes live progressively: Rollout.describe() (weights, interval, gates, schedule)
+    rollout: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)

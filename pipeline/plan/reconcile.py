@@ -9,7 +9,7 @@ target (a stopped process, a different model) show up as drift in update steps.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from pipeline.errors import ReferenceNotFound
@@ -28,6 +28,7 @@ from pipeline.plan.model import (
     normalize,
 )
 from pipeline.spec.model import Deployment, Endpoint, Spec, settings_digest
+from pipeline.spec.rollout import canary_name
 from pipeline.spec.target_kinds import EnvironmentKind
 from pipeline.state import DEGRADED, RUNNING, Actual, ObservedDeployment
 
@@ -187,6 +188,10 @@ class _Planner:
             reasons.append(drift)
             changed.append("status")
             have["status"], wanted["status"] = observed.status, RUNNING
+        elif deployment.rollout.progressive and endpoint.traffic.get(deployment.name, 0) > 0:
+            # a healthy stable version serves live traffic: the new one is judged against it before it replaces it
+            reasons.append(f"{deployment.rollout.strategy} rollout")
+            data = replace(data, rollout=deployment.rollout.describe())
         self.steps.append(Step(id=f"update:{key}", kind=StepKind.UPDATE, action=Action.REPLACE,
                                address=f"deployment.{key}",
                                reason="; ".join(reasons), before={f: have[f] for f in changed},
@@ -266,8 +271,19 @@ class _Planner:
 
     def removals(self) -> None:
         desired = {d.key: d for d in self.spec.deployments()}
+        canaries = {f"{d.endpoint}/{canary_name(d.name)}": d for d in desired.values() if d.rollout.progressive}
+        rolling = {s.id for s in self.steps if isinstance(s.data, DeployData) and s.data.rollout}
         for key, observed in sorted(self.actual.deployments.items()):
             wanted = desired.get(key)
+            stable = canaries.get(key)
+            if wanted is None and stable is not None:
+                if f"update:{stable.key}" not in rolling:  # its rollout ended or stopped: nothing judges it
+                    self.steps.append(Step(
+                        id=f"delete:{key}", kind=StepKind.DELETE, action=Action.DELETE, address=f"deployment.{key}",
+                        reason=f"the canary of {stable.key} outlived its rollout (an interrupted apply)",
+                        before={"model": observed.model, "status": observed.status},
+                        data=RemoveData(observed.target, observed.endpoint, observed.name)))
+                continue  # the update step's rollout resumes with it
             moved = wanted is not None and self.spec.endpoints[wanted.endpoint].target != observed.target
             if wanted is not None and not moved:
                 continue

@@ -41,6 +41,12 @@ def _details(step: Step) -> list[str]:
     return [f"{key}: {format_value(normalize(key, value))}" for key, value in sorted((values or {}).items())]
 
 
+def _rollout(step: Step) -> str:
+    """The schedule of a progressive update (weights, bake times, gates), or nothing."""
+    rollout = getattr(step.data, "rollout", None)
+    return str(rollout["schedule"]) if rollout else ""
+
+
 def render_text(plan: Plan, color: bool = False) -> str:
     if not plan.steps:
         return NO_CHANGES
@@ -52,6 +58,8 @@ def render_text(plan: Plan, color: bool = False) -> str:
                          + f"  ({step.reason})")
             if step.action in ("update", "replace"):
                 lines += [f"        {line}" for line in _details(step)]
+            if rollout := _rollout(step):
+                lines.append(f"        rollout: {rollout}")
     lines.append("")
     lines.append(plan.summary())
     return "\n".join(lines)
@@ -81,6 +89,8 @@ def render_markdown(plan: Plan) -> str:
         lines.append(f"#### {WAVE_NAMES[wave].capitalize()}")
         for step in steps:
             lines.append(f"- `{step.symbol}` **{step.kind}** `{step.address}`: {step.reason}")
+            if rollout := _rollout(step):
+                lines.append(f"  - rollout: {rollout}")
             details = _details(step)
             if details:
                 lines += ["  <details><summary>before → after</summary>", "", "  ```",

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.spec.model import ModelRef, cpu_cores
+from pipeline.spec.rollout import DRIFT_METRICS, canary_name, parse_duration, parse_limit
+from pipeline.spec.rollout import METRICS as METRIC_NAMES
 from pipeline.spec.schema import did_you_mean, dotted
 from pipeline.spec.target_kinds import TARGET_KINDS
 from pipeline.spec.yamlsource import Source
@@ -50,6 +52,7 @@ def check(source: Source, root: Path, accepted: Any) -> Found:
     yield from _routing(source, data)
     yield from _edge(source, data)
     yield from _scaling(source, data)
+    yield from _rollouts(source, data)
     registry = data.get("registry")
     if isinstance(registry, str) and "://" in registry:
         yield (source.at(("registry",)),
@@ -401,3 +404,104 @@ def _resources(source: Source, path: tuple, resources: dict) -> Found:
             where = path + ("requests", field)
             yield (source.at(where),
                    f"{dotted(where)}: {requests[field]} is more than the limit ({limits[field]})")
+
+
+def _rollouts(source: Source, data: dict) -> Found:
+    """What a ``rollout:`` block needs beyond its types: weights that fit its strategy and rise, limits
+    in the unit of their metric, a deadline longer than a step, collected data for the drift gates."""
+    models = _mapping(data.get("models"))
+    targets = _mapping(data.get("targets"))
+    for endpoint, spec in _mapping(data.get("endpoints")).items():
+        deployments = _mapping(_mapping(spec).get("deployments"))
+        target_type = _mapping(targets.get(_mapping(spec).get("target"))).get("type")
+        kind = TARGET_KINDS.get(target_type) if isinstance(target_type, str) else None
+        for name, deployment in deployments.items():
+            deployment = _mapping(deployment)
+            if "rollout" not in deployment:
+                continue
+            base = ("endpoints", endpoint, "deployments", name, "rollout")
+            rollout = _mapping(deployment.get("rollout"))
+            strategy = rollout.get("strategy", "canary")
+            if canary_name(name) in deployments:
+                yield (source.at(base, key=True),
+                       f"{dotted(base)}: the canary of '{name}' runs as '{canary_name(name)}', which is "
+                       "another deployment of this endpoint; rename one of them")
+            fields = {"canary": ("steps",), "linear": ("step_weight", "max_weight"), "all_at_once": ()}
+            for other, names in fields.items():
+                for field in names:
+                    if field in rollout and other != strategy:
+                        yield (source.at(base + (field,), key=True),
+                               f"{dotted(base + (field,))}: applies only with 'strategy: {other}' "
+                               f"(this rollout is {strategy})")
+            steps = rollout.get("steps")
+            if strategy == "canary" and "steps" not in rollout:
+                yield (source.at(base, key=True), f"{dotted(base)}: a canary needs 'steps', the canary's weights "
+                                                  "in percent, like steps: [5, 25, 50, 100]")
+            if isinstance(steps, list) and all(isinstance(w, int) for w in steps) \
+                    and any(a >= b for a, b in zip(steps, steps[1:], strict=False)):
+                yield (source.at(base + ("steps",)),
+                       f"{dotted(base + ('steps',))}: {steps} must rise from step to step")
+            if strategy == "linear":
+                weight, most = rollout.get("step_weight"), rollout.get("max_weight", 100)
+                if weight is None:
+                    yield (source.at(base, key=True),
+                           f"{dotted(base)}: a linear rollout needs 'step_weight' (the weight added per step)")
+                elif isinstance(weight, int) and isinstance(most, int) and weight > most:
+                    yield (source.at(base + ("step_weight",)),
+                           f"{dotted(base + ('step_weight',))}: {weight} is more than max_weight ({most})")
+            yield from _rollout_times(source, base, rollout)
+            yield from _gates(source, base, rollout, deployment, models,
+                              remote=kind is not None and kind.remote_collection)
+
+
+def _seconds(value: Any) -> float | None:
+    try:
+        return parse_duration(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def _rollout_times(source: Source, base: tuple, rollout: dict) -> Found:
+    interval = _seconds(rollout.get("interval", "1m"))
+    deadline = _seconds(rollout.get("progress_deadline", "10m"))
+    for field in ("interval", "progress_deadline", "mirror_first"):
+        if _seconds(rollout.get(field)) == 0:
+            yield (source.at(base + (field,)), f"{dotted(base + (field,))}: must be longer than 0")
+    if interval and deadline is not None and deadline < interval:
+        where = base + ("progress_deadline",) if "progress_deadline" in rollout else base
+        yield (source.at(where, key="progress_deadline" not in rollout),
+               f"{dotted(base + ('progress_deadline',))}: {rollout.get('progress_deadline', '10m')} is shorter "
+               f"than the interval ({rollout.get('interval', '1m')}); a step could never be judged")
+
+
+def _gates(source: Source, base: tuple, rollout: dict, deployment: dict, models: dict, remote: bool) -> Found:
+    metrics = _mapping(rollout.get("analysis")).get("metrics")
+    seen: set[str] = set()
+    for index, gate in enumerate(metrics if isinstance(metrics, list) else []):
+        gate = _mapping(gate)
+        name, limit = gate.get("name"), gate.get("max")
+        path = base + ("analysis", "metrics", index)
+        if not isinstance(name, str) or name not in METRIC_NAMES:
+            continue
+        if name in seen:
+            yield (source.at(path + ("name",)), f"{dotted(path + ('name',))}: '{name}' is already gated above")
+        seen.add(name)
+        if isinstance(limit, str | int | float) and not isinstance(limit, bool):
+            try:
+                parse_limit(name, limit)
+            except ValueError as error:
+                yield (source.at(path + ("max",)), f"{dotted(path + ('max',))}: {error} for {name}")
+        collector = deployment.get("data_collector")
+        if name in DRIFT_METRICS and remote:
+            yield (source.at(path + ("name",)),
+                   f"{dotted(path + ('name',))}: {name} reads the data collected on this machine; this target "
+                   "collects into its own sink, which rollouts cannot read yet")
+        elif name in DRIFT_METRICS and (collector is None or _mapping(collector).get("enabled") is False):
+            yield (source.at(path + ("name",)),
+                   f"{dotted(path + ('name',))}: {name} is read from the collected data; give the deployment "
+                   "a data_collector")
+        model = ModelRef.parse(deployment["model"]).name if isinstance(deployment.get("model"), str) else None
+        if name == "input_drift" and model in models and not _mapping(models[model]).get("baseline"):
+            yield (source.at(path + ("name",)),
+                   f"{dotted(path + ('name',))}: input_drift compares with the model's baseline; model "
+                   f"'{model}' has none (models.{model}.baseline)")

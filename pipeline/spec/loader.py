@@ -12,7 +12,7 @@ from typing import Any
 
 from pipeline.errors import Problem, SpecError
 from pipeline.gcpause import collector_paused
-from pipeline.spec import checks, schema
+from pipeline.spec import checks, rollout, schema
 from pipeline.spec.model import (
     CollectionStorage,
     DataCollector,
@@ -146,6 +146,7 @@ def _deployment(endpoint: str, name: str, raw: dict) -> Deployment:
         readiness_probe=_fields(Probe, raw.get("readiness_probe")),
         resources=_resources(raw.get("resources") or {}),
         scale_settings=_fields(ScaleSettings, raw.get("scale_settings")),
+        rollout=rollout.build(raw.get("rollout")),
     )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from pipeline.plain import as_plain
 from pipeline.settings import DataCollector, RequestSettings  # shared with the scoring service
+from pipeline.spec.rollout import Rollout
 from pipeline.spec.target_kinds import TARGET_KINDS, TargetKind
 
 TARGET_TYPES = tuple(TARGET_KINDS)
@@ -220,6 +221,7 @@ class Deployment:
     readiness_probe: Probe = Probe()
     resources: Resources = Resources()
     scale_settings: ScaleSettings = ScaleSettings()
+    rollout: Rollout = Rollout()  # how an update reaches live traffic (not a setting of the service)
 
     @property
     def key(self) -> str:
@@ -308,7 +310,7 @@ def settings_digest(endpoint: Endpoint, deployment: Deployment) -> str:
     Secrets are fingerprinted as their ``${VAR}`` references, never their values.
     """
     data = as_plain(deployment)
-    for key in ("name", "endpoint", "model", "environment"):
+    for key in ("name", "endpoint", "model", "environment", "rollout"):
         data.pop(key)
     # fields added later count only when set, so an unchanged file keeps its digest (no restart on upgrade)
     if deployment.scale_settings == ScaleSettings():

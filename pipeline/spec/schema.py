@@ -31,6 +31,7 @@ _PATTERN_HINTS = {
     "cpu": "a number of cores like 0.5 or millicores like \"500m\"",
     "name": "a Kubernetes object name (lowercase letters, digits, '-' and '.')",
     "namespace": "a Kubernetes namespace (a DNS-1123 label: lowercase letters, digits and '-')",
+    **{field: "a duration like 30s, 5m, 1h or 300ms" for field in ("interval", "mirror_first", "progress_deadline")},
 }
 
 

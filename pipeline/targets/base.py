@@ -1,8 +1,8 @@
 """The ``Target`` protocol: where deployments run (this machine, a Docker engine, a cluster).
 
 A target observes what runs (read back from its own records or labels, so drift made by hand is
-visible), and deploys, updates, deletes and routes traffic. ``deploy`` is a rolling replacement:
-start the new instances, wait until they are ready (``HealthCheckFailed`` otherwise, the old ones
+visible), deploys, updates, deletes, routes traffic and reads each instance's metrics. ``deploy`` is a
+rolling replacement: start the new instances, wait until they are ready (``HealthCheckFailed`` otherwise, the old ones
 still serving), switch the endpoint's router, then stop the old ones.
 """
 
@@ -82,6 +82,11 @@ class Target(Protocol):
 
     def delete(self, endpoint: str, deployment: str) -> None:
         """Stop and remove a deployment's instances (idempotent)."""
+        ...
+
+    def metrics(self, endpoint: str, deployment: str) -> dict[str, str]:
+        """Each reachable instance's Prometheus ``/metrics`` text, by instance id (a rollout compares
+        two readings of the same instances); empty when none answers."""
         ...
 
     def delete_endpoint(self, endpoint: str) -> None:

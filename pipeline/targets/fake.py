@@ -50,6 +50,7 @@ class FakeTarget:
         self._deployments: dict[tuple[str, str], dict] = {}
         self._failing: dict[tuple[str, str], str] = {}
         self._logs: dict[tuple[str, str], list[str]] = {}
+        self.metric_texts: dict[tuple[str, str], dict[str, str]] = {}  # what metrics() answers, set by tests
         self._lock = threading.RLock()
 
     def lock(self, operation: str, notice: Callable[[str], None] | None = None) -> TargetLock | None:
@@ -121,6 +122,13 @@ class FakeTarget:
             if record is None:
                 raise TargetError(f"endpoint '{endpoint}' does not exist on target '{self.name}'")
             record["traffic"], record["mirror"] = dict(traffic), dict(mirror)
+
+    def metrics(self, endpoint: str, deployment: str) -> dict[str, str]:
+        """What a test put in ``metric_texts[(endpoint, deployment)]`` (instance id → /metrics text)."""
+        with self._lock:
+            if (endpoint, deployment) not in self._deployments:
+                return {}
+            return dict(self.metric_texts.get((endpoint, deployment), {}))
 
     def delete_endpoint(self, endpoint: str) -> None:
         with self._lock:

@@ -464,6 +464,18 @@ class RoutedTarget:
         self._switch(endpoint)
         self._stop_instances(state.get("instances", []))
 
+    def metrics(self, endpoint: str, deployment: str) -> dict[str, str]:
+        state = _read(self._deployment_file(endpoint, deployment)) or {}
+        texts = {}
+        for instance in state.get("instances", []):
+            try:
+                answer = self._http.get(f"http://{HOST}:{instance['port']}/metrics")
+            except httpx.HTTPError:
+                continue  # stopping or restarting: what it counted is not read
+            if answer.status_code == 200:
+                texts[instance["id"]] = answer.text
+        return texts
+
     def logs(self, endpoint: str, deployment: str, lines: int = 50) -> str:
         state = _read(self._deployment_file(endpoint, deployment))
         if state is None:

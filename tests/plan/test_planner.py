@@ -329,3 +329,34 @@ def test_kubernetes_model_only_change_builds_no_environment(k8s_spec):
     assert update.before == {"model": "iris:1"} and update.after == {"model": "iris:2"}
     assert update.depends_on == ("register:iris",) and update.data.image == K8S_ENV
     assert "thin layer" in update.reason and "build" not in {s.kind for s in plan.steps}
+
+
+ROLLING = SPEC.replace("      green: {model: iris}\n",
+                       "      green:\n        model: iris\n        rollout: {steps: [5, 50], interval: 30s}\n")
+
+
+@pytest.fixture
+def rolling(tmp_path: Path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.skops").write_text("x")
+    path = tmp_path / "mlops.yaml"
+    path.write_text(ROLLING)
+    return load(path)
+
+
+def test_an_update_of_a_live_deployment_with_a_rollout_carries_its_schedule(rolling):
+    plan = reconcile(rolling, converged(rolling, model_contents={"iris": D2}))
+    update = next(s for s in plan.steps if s.id == "update:web/green")
+    assert update.data.rollout["weights"] == [5, 50]
+    assert "rollout: 5% →(30s) 50% →(30s) promote" in render_text(plan)
+    assert "  - rollout: 5% →(30s) 50% →(30s) promote" in render_markdown(plan)
+    assert Plan.from_json(plan.to_json()).to_json() == plan.to_json()
+
+
+def test_a_canary_left_by_a_rollout_waits_for_it_or_is_deleted_when_none_is_planned(rolling):
+    canary = observed(rolling, "web/green", "iris:2", name="green-canary")
+    actual = converged(rolling, model_contents={"iris": D2},
+                       deployments={**converged(rolling).deployments, "web/green-canary": canary})
+    assert not [s for s in reconcile(rolling, actual).steps if "green-canary" in s.id]
+    settled = converged(rolling, deployments={**converged(rolling).deployments, "web/green-canary": canary})
+    assert "delete:web/green-canary" in kinds(reconcile(rolling, settled))

@@ -96,6 +96,9 @@ class Harness:
     def endpoint(self):
         return self.spec.endpoints[ENDPOINT]
 
+    def serve_metrics(self, deployment: str) -> None:
+        """Real instances expose /metrics themselves; an in-memory target is told what to answer."""
+
     def request(self, deployment: str = "blue", version: int = 1, model: str | None = None, **settings
                 ) -> DeployRequest:
         """What the executor would send to deploy ``deployment`` with ``model:version`` (and ``settings``)."""
@@ -174,6 +177,15 @@ class TargetContract:
         assert isinstance(target.logs(ENDPOINT, "blue"), str)
         with pytest.raises(TargetError):
             target.logs(ENDPOINT, "nothing")
+
+    def test_metrics_are_read_from_each_instance(self, harness):
+        target = harness.target
+        target.ensure_endpoint(harness.endpoint)
+        target.deploy(harness.request("blue", 1))
+        harness.serve_metrics("blue")
+        texts = target.metrics(ENDPOINT, "blue")
+        assert len(texts) == 1 and "mlops_request_duration_seconds" in next(iter(texts.values()))
+        assert target.metrics(ENDPOINT, "nothing") == {}
 
     def test_deploying_the_same_request_twice_is_idempotent(self, harness):
         target = harness.target

@@ -12,6 +12,10 @@ from tests.targets.contract import ENDPOINT, Harness, TargetContract, deployment
 
 
 class FakeHarness(Harness):
+    def serve_metrics(self, deployment: str) -> None:
+        self.target.metric_texts[(ENDPOINT, deployment)] = {
+            "instance-1": "# TYPE mlops_request_duration_seconds histogram\n"}
+
     def failing_request(self, deployment: str = "blue"):
         self.target.fail_health_check(ENDPOINT, deployment)
         return self.request(deployment, 1)

@@ -405,6 +405,20 @@ class KubernetesTarget:
     def delete(self, endpoint: str, deployment: str) -> None:
         self._prune({"endpoint": endpoint, "deployment": deployment})
 
+    def metrics(self, endpoint: str, deployment: str) -> dict[str, str]:
+        """Each ready pod's ``/metrics``, through the API server's pod proxy (by pod name)."""
+        texts = {}
+        for pod in self._pods(endpoint, deployment):
+            conditions = (pod.get("status") or {}).get("conditions") or []
+            if not any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
+                continue
+            name = pod["metadata"]["name"]
+            try:
+                texts[name] = self.client.pod_get(name, PORT, "/metrics").decode("utf-8", "replace")
+            except ApiError:
+                continue  # going away: what it counted is not read
+        return texts
+
     def logs(self, endpoint: str, deployment: str, lines: int = 50) -> str:
         pods = self._pods(endpoint, deployment)
         if not pods:

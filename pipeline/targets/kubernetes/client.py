@@ -54,6 +54,10 @@ class Cluster(Protocol):
         """``GET`` on a Service's port through the API server's service proxy (no port-forward); the body."""
         ...
 
+    def pod_get(self, pod: str, port: int, path: str) -> bytes:
+        """``GET`` on one pod's port through the API server's pod proxy; the body."""
+        ...
+
 
 class KubeClient:
     """``Cluster`` on a real API server through the official client's ``DynamicClient``.
@@ -161,9 +165,16 @@ class KubeClient:
 
     def service_get(self, service: str, port: int, path: str, query: Mapping[str, str],
                     headers: Mapping[str, str]) -> bytes:
+        resource = f"/api/v1/namespaces/{self.namespace}/services/{service}:{port}/proxy/{path.lstrip('/')}"
+        return self._proxy_get(resource, query, headers)
+
+    def pod_get(self, pod: str, port: int, path: str) -> bytes:
+        return self._proxy_get(f"/api/v1/namespaces/{self.namespace}/pods/{pod}:{port}/proxy/{path.lstrip('/')}",
+                               {}, {})
+
+    def _proxy_get(self, resource: str, query: Mapping[str, str], headers: Mapping[str, str]) -> bytes:
         self._connect()
         api = self._core.api_client
-        resource = f"/api/v1/namespaces/{self.namespace}/services/{service}:{port}/proxy/{path.lstrip('/')}"
         response = self._call(lambda: api.call_api(
             resource, "GET", query_params=list(query.items()), header_params=dict(headers),
             auth_settings=["BearerToken"], _return_http_data_only=True, _preload_content=False,

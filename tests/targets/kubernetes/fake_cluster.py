@@ -35,6 +35,7 @@ class FakeCluster:
         self.never_ready: set[str] = set()
         self.owners: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)  # field path -> other manager
         self.logs: dict[str, str] = {}
+        self.pod_answers: dict[tuple[str, int, str], bytes] = {}  # (pod, port, path) -> body, for pod_get
         # (service, port) -> handler(path, query, headers) -> (status, body): what answers behind the proxy
         self.services: dict[tuple[str, int], Callable[[str, dict, dict], tuple[int, bytes]]] = {}
         self._versions = itertools.count(1)
@@ -123,6 +124,14 @@ class FakeCluster:
     def pod_log(self, pod: str, lines: int) -> str:
         self._fail()
         return "\n".join(self.logs.get(pod, "").splitlines()[-lines:])
+
+    def pod_get(self, pod: str, port: int, path: str) -> bytes:
+        """As the API server's pod proxy: the text in ``pod_answers`` for a pod that exists."""
+        self._fail()
+        self.calls.append(("proxy", "Pod", f"{pod}:{port}{path}"))
+        if ("Pod", pod) not in self.objects or (pod, port, path) not in self.pod_answers:
+            raise ApiError(503, f'error trying to reach service: pod "{pod}"', "ServiceUnavailable")
+        return self.pod_answers[(pod, port, path)]
 
     def service_get(self, service: str, port: int, path: str, query, headers) -> bytes:
         """As the API server's service proxy: 503 without a backend, the backend's status passed on."""

@@ -231,6 +231,16 @@ def test_logs_come_from_the_pods(spec):
     assert "==> iris-blue-1-0 <==\ntwo\nthree" in adapter.logs("iris", "blue", lines=2)
 
 
+def test_metrics_come_from_each_ready_pod_through_the_pod_proxy(spec):
+    cluster = FakeCluster()
+    adapter = target(spec, cluster)
+    adapter.deploy(by_name(spec, "blue"))
+    pod = f"{object_name('iris', 'blue')}-1-0"
+    cluster.pod_answers[(pod, 8080, "/metrics")] = b"mlops_requests_total 3.0\n"
+    assert adapter.metrics("iris", "blue") == {pod: "mlops_requests_total 3.0\n"}
+    assert adapter.metrics("iris", "green") == {}
+
+
 # -- the Lease lock ---------------------------------------------------------------------------
 
 

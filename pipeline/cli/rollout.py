@@ -1,0 +1,98 @@
+"""``mlops rollout status|promote|abort ENDPOINT``: watch a progressive rollout and decide for it.
+
+The apply that drives a rollout reads the decision at its next tick (about a second); when no
+apply runs (it was stopped while paused), the next ``mlops apply`` acts on it as it resumes.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import click
+
+from pipeline.cli.context import App, pass_app
+from pipeline.errors import MlopsError, ReferenceNotFound
+
+
+def _store(app: App, endpoint: str):
+    from pipeline.apply.rollout import RolloutStore
+
+    if endpoint not in app.spec().endpoints:
+        raise ReferenceNotFound(f"no endpoint '{endpoint}' in {app.file}")
+    return RolloutStore(app.state_dir() / "rollouts")
+
+
+def _moment(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@click.group()
+def rollout() -> None:
+    """Progressive rollouts (the rollout: block of a deployment), as mlops apply drives them."""
+
+
+@rollout.command()
+@click.argument("endpoint")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@pass_app
+def status(app: App, endpoint: str, fmt: str) -> None:
+    """Where each rollout of ENDPOINT stands: phase, step, weight, the last check against its limits."""
+    states = _store(app, endpoint).all(endpoint)
+    if fmt == "json":
+        click.echo(json.dumps([json.loads(s.to_json()) for s in states], indent=2))
+        return
+    if not states:
+        click.echo(f"no rollout has run on endpoint {endpoint}")
+        return
+    spec = app.spec().endpoints[endpoint]
+    for state in states:
+        deployment = spec.deployments.get(state.deployment)
+        weights = deployment.rollout.weights() if deployment else ()
+        where = f"step {min(state.step + 1, len(weights))}/{len(weights)}" if weights else ""
+        click.echo(f"{endpoint}/{state.deployment}: {state.model} {state.phase}"
+                   + (f", {where}, {state.weight}% to {state.canary}" if state.active else "")
+                   + f" (since {_moment(state.started)}, updated {_moment(state.updated)})")
+        if state.reason:
+            click.echo(f"  {state.reason}")
+        if state.last_check:
+            click.echo(f"  last check: {state.last_check}")
+        if state.failures:
+            click.echo(f"  failed checks: {state.failures}")
+
+
+def _request(app: App, endpoint: str, deployment: str | None, command: str) -> None:
+    store = _store(app, endpoint)
+    active = [s for s in store.all(endpoint) if s.active and (deployment is None or s.deployment == deployment)]
+    if not active:
+        raise MlopsError(f"no rollout in progress on endpoint {endpoint}"
+                         + (f" for deployment {deployment}" if deployment else "") + "; see mlops rollout status")
+    if len(active) > 1:
+        raise MlopsError(f"endpoint {endpoint} has rollouts of {', '.join(s.deployment for s in active)}; "
+                         "name one with --deployment")
+    state = active[0]
+    store.request(endpoint, state.deployment, command)
+    what = "promotes it" if command == "promote" else "sends all traffic back to the stable version"
+    click.echo(f"{command} requested for {endpoint}/{state.deployment} ({state.model}, {state.phase}): the "
+               f"running apply {what} within a second or two (or the next mlops apply does)")
+
+
+@rollout.command()
+@click.argument("endpoint")
+@click.option("--deployment", help="The deployment, when several of the endpoint roll out.")
+@pass_app
+def promote(app: App, endpoint: str, deployment: str | None) -> None:
+    """Promote the canary now: skip the remaining steps, bake time and pause."""
+    _request(app, endpoint, deployment, "promote")
+
+
+@rollout.command()
+@click.argument("endpoint")
+@click.option("--deployment", help="The deployment, when several of the endpoint roll out.")
+@pass_app
+def abort(app: App, endpoint: str, deployment: str | None) -> None:
+    """Roll back: all traffic to the stable version, the canary removed (recorded in the ledger)."""
+    _request(app, endpoint, deployment, "abort")
+
+
+COMMANDS = [rollout]
