@@ -54,7 +54,9 @@ def mlops(root: Path, *args: str) -> str:
 
 @contextlib.contextmanager
 def empty_engine() -> Iterator[dict[str, str]]:
-    """A private dockerd (own socket, data root, exec root, pid file; no bridge, no iptables), stopped after."""
+    """A private dockerd (own socket, data root, exec root, pid file; no bridge, no iptables), stopped after.
+
+    What a device has: no image at all. tests/e2e/test_export.py loads its bundles into it too."""
     folder = Path(tempfile.mkdtemp(prefix="mlops-bench-edge-"))
     host = f"unix://{folder}/docker.sock"
     with open(folder / "dockerd.log", "wb") as log:
@@ -66,7 +68,7 @@ def empty_engine() -> Iterator[dict[str, str]]:
     try:
         for _ in range(120):
             if process.poll() is not None:
-                raise SystemExit((folder / "dockerd.log").read_text()[-2000:])
+                raise RuntimeError("dockerd did not start:\n" + (folder / "dockerd.log").read_text()[-2000:])
             if subprocess.run(["docker", "info"], env=env, capture_output=True).returncode == 0:
                 break
             time.sleep(0.5)

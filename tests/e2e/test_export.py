@@ -7,11 +7,11 @@ and Python's urllib over loopback: publishing a port would need a network, and w
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -56,36 +56,15 @@ def bundle(docker_engine, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fresh_engine():
-    """A private dockerd with an empty data root (its own socket, pid file and exec root), stopped after."""
+    """A private dockerd with an empty data root (its own socket, pid file and exec root), stopped after:
+    the one the edge benchmark loads bundles into."""
     if not shutil.which("dockerd"):
         pytest.skip("no dockerd to start a fresh engine")
-    folder = Path(tempfile.mkdtemp(prefix="mlops-edge-", dir="/tmp"))
-    host = f"unix://{folder}/docker.sock"
-    log = open(folder / "dockerd.log", "wb")
-    process = subprocess.Popen(["dockerd", "--storage-driver=overlay2", "--iptables=false", "--bridge=none",
-                                "--data-root", str(folder / "data"), "--exec-root", str(folder / "exec"),
-                                "--pidfile", str(folder / "docker.pid"), "--host", host],
-                               stdout=log, stderr=subprocess.STDOUT)
-    env = {**os.environ, "DOCKER_HOST": host}
-    try:
-        for _ in range(120):
-            if process.poll() is not None:
-                raise RuntimeError((folder / "dockerd.log").read_text()[-2000:])
-            if subprocess.run(["docker", "info"], env=env, capture_output=True).returncode == 0:
-                break
-            time.sleep(0.5)
+    spec = importlib.util.spec_from_file_location("bench_edge", REPO / "bench" / "edge.py")
+    bench_edge = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_edge)
+    with bench_edge.empty_engine() as env:
         yield env
-    finally:
-        process.terminate()
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
-                  if line.split()[1].startswith(str(folder))]
-        for mount in sorted(mounts, reverse=True):
-            subprocess.run(["umount", "-l", mount], capture_output=True)
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 PROBE = """
