@@ -10,7 +10,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -304,14 +304,17 @@ class Spec:
         return hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 
+# what a deployment's settings are: every field but its identity, its model and how it rolls out
+_SETTINGS_FIELDS = tuple(f.name for f in fields(Deployment)
+                         if f.name not in ("name", "endpoint", "model", "environment", "rollout"))
+
+
 def settings_digest(endpoint: Endpoint, deployment: Deployment) -> str:
     """Fingerprint of the settings that require restarting a deployment when they change.
 
     Secrets are fingerprinted as their ``${VAR}`` references, never their values.
     """
-    data = as_plain(deployment)
-    for key in ("name", "endpoint", "model", "environment", "rollout"):
-        data.pop(key)
+    data = {name: as_plain(getattr(deployment, name)) for name in _SETTINGS_FIELDS}
     # fields added later count only when set, so an unchanged file keeps its digest (no restart on upgrade)
     if deployment.scale_settings == ScaleSettings():
         data.pop("scale_settings")
