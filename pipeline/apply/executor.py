@@ -184,7 +184,7 @@ class Executor:
             endpoint=endpoint, deployment=deployment, model=model,
             environment_variables=resolve_variables(deployment.environment_variables, where),
             image=data.image, settings_digest=settings_digest(endpoint, deployment),
-            baseline=self._baseline_in_model(model.name),
+            baseline=self.spec.baseline_in_folder(model.name),
             interpreter=self.builder.interpreter(data.image) if self.builder and data.image
             else None)
 
@@ -208,11 +208,6 @@ class Executor:
         return "deleted"
 
     # -- helpers ---------------------------------------------------------------------------
-
-    def _baseline_in_model(self, name: str) -> str | None:
-        """The model's baseline as a path inside its registered folder (where the service can read it)."""
-        model = self.spec.models.get(name)
-        return model.baseline_in_folder() if model is not None else None
 
     def _resolve_model(self, data: DeployData) -> ResolvedModel:
         """The version a deploy step means: pinned, or the one registered for the planned digest."""

@@ -93,8 +93,7 @@ class Candidates:
         key = (data.model_name, data.model_version)
         if key not in self.loaded:
             folder, flavor, origin = self._folder(data)
-            model = self.spec.models.get(data.model_name)
-            relative = model.baseline_in_folder() if model is not None else None
+            relative = self.spec.baseline_in_folder(data.model_name)
             baseline = folder / relative if relative and (folder / relative).is_file() else None
             try:
                 loaded = load_model(folder, flavor, baseline)

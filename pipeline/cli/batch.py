@@ -170,8 +170,7 @@ def _resolve(app: App, source: str) -> dict[str, Any]:
 
 def _baseline(spec, name: str, model_dir: Path) -> str | None:
     """The model's baseline inside its registered folder, as the scoring service is given it (names the columns)."""
-    model = spec.models.get(name)
-    relative = model.baseline_in_folder() if model is not None else None
+    relative = spec.baseline_in_folder(name)
     if relative is None:
         return None
     path = model_dir / relative

@@ -71,7 +71,6 @@ def _images(images, env_ref: str, model, notes: list[str]) -> tuple[str, str]:
 
 def target_objects(app: App, name: str, notes: list[str]) -> list[dict]:
     """Every object apply would send to the target, in apply order."""
-    from pipeline.apply.executor import Executor
     from pipeline.builders import ImageBuilder, image_ref
     from pipeline.builders.model_image import ModelImages
     from pipeline.spec.model import settings_digest
@@ -85,7 +84,6 @@ def target_objects(app: App, name: str, notes: list[str]) -> list[dict]:
     builder = ImageBuilder(spec, app.state_dir())
     images = ModelImages(builder, target.image_repository or "", target.host, target.kind.model_dir or "")
     meta = manifests.Meta(spec.project_id(), target.namespace or "default", target.routing, target.gateway, "", "")
-    baselines = Executor(spec, None, {}, None, None, lambda *a: None)  # type: ignore[arg-type]
     objects: list[dict] = []
     found: dict[tuple[str, str, str], tuple[str, str]] = {}
     for endpoint in (e for e in spec.endpoints.values() if e.target == name):
@@ -101,7 +99,7 @@ def target_objects(app: App, name: str, notes: list[str]) -> list[dict]:
             pinned, router = found[key]
             request = DeployRequest(endpoint, deployment, model, image=ref,
                                     settings_digest=settings_digest(endpoint, deployment),
-                                    baseline=baselines._baseline_in_model(deployment.model.name))
+                                    baseline=spec.baseline_in_folder(deployment.model.name))
             objects += adapter.target_objects(request, meta, pinned)
             router_image = router_image or router
         if target.routing == "router" and router_image is None:

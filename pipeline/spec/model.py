@@ -280,6 +280,12 @@ class Spec:
     def deployments(self) -> list[Deployment]:
         return [d for e in self.endpoints.values() for d in e.deployments.values()]
 
+    def baseline_in_folder(self, model_name: str) -> str | None:
+        """Model ``model_name``'s baseline as a path inside its folder (``Model.baseline_in_folder``), or
+        None, also for a model the file does not declare (a ``models:/…`` reference)."""
+        model = self.models.get(model_name)
+        return model.baseline_in_folder() if model is not None else None
+
     def registry_path(self) -> Path:
         """The registry's folder on this machine: the embedded registry itself, or the local cache of
         a shared one (verified downloads, file hashes) inside ``.mlops/``."""
