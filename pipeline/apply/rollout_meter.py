@@ -16,7 +16,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families  # the format's own parser
@@ -26,6 +25,7 @@ from pipeline.errors import TargetError
 from pipeline.monitor import drift
 from pipeline.monitor.collected import read_events
 from pipeline.monitor.report import Baseline, feature_rows, load_baseline
+from pipeline.monitor.report import predictions as answered
 from pipeline.server.events import Event
 from pipeline.targets.base import Target
 
@@ -95,25 +95,10 @@ def window(start: dict[str, Scrape], end: dict[str, Scrape]) -> Stats:
 
 
 def predictions(events: Iterable[Event]) -> np.ndarray:
-    """Every number the model answered in successful events (a prediction's distribution)."""
-    values: list[float] = []
-
-    def walk(value: Any) -> None:
-        if isinstance(value, bool):
-            return
-        if isinstance(value, int | float):
-            values.append(float(value))
-        elif isinstance(value, list):
-            for item in value:
-                walk(item)
-        elif isinstance(value, dict):
-            for item in value.values():
-                walk(item)
-
-    for event in events:
-        if not event.failed:
-            walk(event.outputs)
-    return np.asarray(values, dtype=float)
+    """The numeric predictions of successful events, one per row, as ``mlops monitor`` reads them
+    (``monitor.report.predictions``: the predictions, not the probabilities beside them)."""
+    return np.asarray([value for event in events if not event.failed for value in answered(event.outputs)
+                       if isinstance(value, int | float) and not isinstance(value, bool)], dtype=float)
 
 
 def prediction_psi(stable: np.ndarray, canary: np.ndarray) -> float | None:
