@@ -6,7 +6,8 @@ Trains a logistic regression on 20 synthetic features (fitted on a DataFrame, so
 columns by name), saves it with skops (registered in a temporary mlops repository) and with
 ``mlflow.sklearn.save_model``, writes ``--rows`` rows as Parquet (and as CSV, since ``mlflow models
 predict`` reads only CSV or JSON), then times each command end to end (process start to exit, as a
-user runs it) — and once more on 1,000 rows, whose time is the command's startup (imports, model load),
+user runs it; mlops once more as on the first run of a version, before the registry keeps the model's
+linear form) — and once more on 1,000 rows, whose time is the command's startup (imports, model load),
 subtracted to give the scoring rate — and samples the peak resident memory of its whole process tree (workers included)
 every 20 ms with psutil. Each time is the best of ``--repeat`` runs (other processes on a shared machine only ever
 add time), the peak memory the highest. Prints one table: rows/s, seconds, peak RSS, and the ratio to MLflow.
@@ -116,21 +117,35 @@ def main() -> None:
         paths = prepare(folder, args.rows, with_mlflow)
         mlops = [sys.executable, "-m", "pipeline.cli.main", "-f", str(paths["repo"] / "mlops.yaml"), "score-batch",
                  "lr:1", "--overwrite"]
-        commands: list[tuple[str, str, Callable[[Path, Path], list[str]]]] = []
+        def forget_linear_form() -> None:  # as on the first run of a version: loaded through scikit-learn
+            for derived in (paths["repo"] / ".mlops" / "registry" / "materialized").glob("*.derived"):
+                shutil.rmtree(derived)
+
+        def keep() -> None:
+            pass
+
+        commands: list[tuple[str, str, Callable[[Path, Path], list[str]], Callable[[], None]]] = []
+        one = [*mlops, "--workers", "1"]
+        commands.append(("mlops score-batch, Parquet, 1st run of a version", "parquet",
+                         lambda i, o: [*one, "--input", str(i), "--output", str(o)], forget_linear_form))
         for workers in [int(w) for w in args.workers.split(",")]:
             commands.append((f"mlops score-batch, Parquet, {workers} worker(s)", "parquet",
                              lambda i, o, w=workers: [*mlops, "--input", str(i), "--output", str(o),
-                                                      "--workers", str(w)]))
+                                                      "--workers", str(w)], keep))
         commands.append(("mlops score-batch, CSV, 1 worker(s)", "csv",
-                         lambda i, o: [*mlops, "--input", str(i), "--output", str(o)]))
+                         lambda i, o: [*one, "--input", str(i), "--output", str(o)], keep))
         if with_mlflow:
             commands.append(("mlflow models predict, CSV", "csv",
                              lambda i, o: ["mlflow", "models", "predict", "-m", str(paths["mlflow"]), "-i", str(i),
-                                           "-t", "csv", "-o", str(o) + ".json", "--env-manager", "local"]))
+                                           "-t", "csv", "-o", str(o) + ".json", "--env-manager", "local"], keep))
         results = []
-        for name, kind, command in commands:
-            runs = [(measure(command(paths[f"small-{kind}"], folder / "out-small"), folder),
-                     measure(command(paths[kind], folder / "out"), folder)) for _ in range(max(args.repeat, 1))]
+        for name, kind, command, before in commands:
+            runs = []
+            for _ in range(max(args.repeat, 1)):
+                before()
+                small = measure(command(paths[f"small-{kind}"], folder / "out-small"), folder)
+                before()
+                runs.append((small, measure(command(paths[kind], folder / "out"), folder)))
             small = min(run[0][0] for run in runs)
             seconds = min(run[1][0] for run in runs)
             peak = max(run[1][1] for run in runs)
@@ -140,12 +155,12 @@ def main() -> None:
         print(f"\n{args.rows:,} rows x {FEATURES} features, logistic regression; {os.cpu_count()} CPU cores; "
               f"end to end = process start to exit, scoring = startup (a {SMALL:,}-row run) subtracted; "
               f"best of {max(args.repeat, 1)} run(s)\n")
-        print(f"{'command':<44} {'seconds':>8} {'rows/s e2e':>11} {'rows/s scoring':>15} {'peak RSS':>10} "
+        print(f"{'command':<50} {'seconds':>8} {'rows/s e2e':>11} {'rows/s scoring':>15} {'peak RSS':>10} "
               f"{'vs mlflow (e2e / scoring)':>26}")
         reference = results[-1] if with_mlflow else None
         for name, seconds, rate, steady, peak in results:
             ratio = f"{rate / reference[2]:.1f}x / {steady / reference[3]:.1f}x" if reference else "-"
-            print(f"{name:<44} {seconds:>8.2f} {rate:>11,.0f} {steady:>15,.0f} {peak / 2**20:>7.0f} MB {ratio:>26}")
+            print(f"{name:<50} {seconds:>8.2f} {rate:>11,.0f} {steady:>15,.0f} {peak / 2**20:>7.0f} MB {ratio:>26}")
         if not with_mlflow:
             print("\n(mlflow not installed or --no-mlflow: no comparison)")
     finally:

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.errors import InvalidInput, MlopsError
-from pipeline.runtime import Model, load_model
+from pipeline.runtime import Model, linear, load_model
 from pipeline.runtime.jsonio import dumps, loads
 from pipeline.runtime.tensors import DTYPES
 
@@ -47,9 +47,14 @@ class ModelInfo:
     baseline: str | None = None
     endpoint: str | None = None
     deployment: str | None = None
+    derived_dir: str | None = None  # the registry's folder for files derived from this version
 
     def load(self) -> Model:
-        return load_model(Path(self.model_dir), self.flavor, Path(self.baseline) if self.baseline else None)
+        """The model, from its linear form when the registry keeps one (no scikit-learn import: most of a
+        short run's time), else through its flavor (keeping that form for next time)."""
+        compiled = linear.cache_file(Path(self.derived_dir)) if self.derived_dir and self.flavor == "sklearn" else None
+        return load_model(Path(self.model_dir), self.flavor, Path(self.baseline) if self.baseline else None,
+                          compiled=compiled)
 
 
 @dataclass
@@ -78,15 +83,17 @@ def features_matrix(model: Model, table: pa.Table) -> np.ndarray:
             raise InvalidInput(f"expected {spec.datatype if spec else 'FP64'} numbers: {error}") from None
         start = 0
         for piece in pieces:
-            matrix[start:start + len(piece), index] = piece.to_numpy(zero_copy_only=False)
+            matrix[start:start + len(piece), index] = _values(piece, dtype)
             start += len(piece)
     return matrix
 
 
-def _classes(model: Model) -> list[str] | None:
-    estimator = getattr(model, "estimator", None)
-    classes = getattr(estimator, "classes_", None)
-    return [str(c) for c in classes] if classes is not None else None
+def _values(piece: pa.Array, dtype: np.dtype) -> np.ndarray:
+    """An Arrow array's values: a view of its data buffer when it has no nulls (Arrow's ``to_numpy``
+    imports pandas, ~0.1 s of a short run), else converted by Arrow (nulls become NaN)."""
+    if piece.null_count == 0 and dtype.kind in "iuf":
+        return np.frombuffer(piece.buffers()[1], dtype=dtype, count=len(piece), offset=piece.offset * dtype.itemsize)
+    return piece.to_numpy(zero_copy_only=False)
 
 
 def predict_table(model: Model, table: pa.Table) -> dict[str, np.ndarray]:
@@ -107,7 +114,7 @@ def predict_table(model: Model, table: pa.Table) -> dict[str, np.ndarray]:
     result = {PREDICTION: np.asarray(model.score(payload))}
     if any(spec.name == "predict_proba" for spec in model.outputs):
         proba = np.asarray(model.predict(payload, ["predict_proba"])["predict_proba"])
-        labels = _classes(model) or [str(i) for i in range(proba.shape[1])]
+        labels = model.class_labels() or [str(i) for i in range(proba.shape[1])]
         result.update({f"proba_{label}": proba[:, i] for i, label in enumerate(labels)})
     return result
 

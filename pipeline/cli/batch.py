@@ -123,6 +123,7 @@ def _resolve(app: App, source: str) -> dict[str, Any]:
     from pipeline.apply.observe import served
     from pipeline.batch.scoring import ModelInfo
     from pipeline.cli.wiring import make_targets
+    from pipeline.registry.base import derived_folder
     from pipeline.spec.model import ModelRef
 
     spec = app.spec()
@@ -164,7 +165,7 @@ def _resolve(app: App, source: str) -> dict[str, Any]:
     version = registry.get(ref.name, version_number)
     model_dir = registry.materialize(ref.name, version.version)
     info = ModelInfo(ref.name, version.version, version.digest, version.flavor, str(model_dir),
-                     _baseline(spec, ref.name, model_dir), endpoint, deployment)
+                     _baseline(spec, ref.name, model_dir), endpoint, deployment, str(derived_folder(model_dir)))
     return {"info": info, "url": url, "key": key, "pinned": pinned, "target": resolved_target}
 
 

@@ -123,6 +123,19 @@ def remove_tree(folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
+def derived_folder(folder: Path) -> Path:
+    """Where files computed from a materialized version's verified content are kept (the runtime's linear
+    form of a model, ``pipeline.runtime.linear``): beside ``folder``, named by the same digest, removed with it."""
+    return folder.with_name(folder.name + ".derived")
+
+
+def remove_materialized(folder: Path) -> None:
+    """A materialized folder and what was derived from it."""
+    if folder.exists():
+        remove_tree(folder)
+    shutil.rmtree(derived_folder(folder), ignore_errors=True)
+
+
 def materialized(folder: Path, digest: str, fill: Callable[[Path], None]) -> Path:
     """``folder`` holding exactly the content ``digest`` names, read-only: reused only when every byte
     re-hashes to it, otherwise filled aside by ``fill`` (which verifies what it writes) and renamed."""

@@ -6,6 +6,7 @@ Layout under the registry folder::
     hashcache.db                 (path, size, mtime_ns, inode) → sha256, so re-planning only stats
     blobs/sha256/ab/<hex>        each distinct file once, written to a temp name and renamed
     materialized/<hex>/          a verified read-only copy of a version, as the services load it
+    materialized/<hex>.derived/  what is computed from that content (a linear model's NumPy form)
 
 Blobs are stored before the metadata that names them, so a crash at any moment leaves at worst an
 unreferenced blob (collected later), never a version whose files are missing. Versions are
@@ -33,7 +34,7 @@ from pipeline.registry.base import (
     download_aside,
     materialized,
     refuse_if_used,
-    remove_tree,
+    remove_materialized,
 )
 from pipeline.registry.hashing import ContentDigest, FileEntry, HashCache, digest_content, list_files, sha256_file
 
@@ -280,8 +281,8 @@ class LocalRegistry:
                 self._blob(entry.digest).unlink(missing_ok=True)
                 removed.append(entry.digest)
         materialized = self.root / "materialized" / record.digest.split(":", 1)[1]
-        if materialized.exists() and not self.find(name, record.digest):
-            remove_tree(materialized)
+        if not self.find(name, record.digest):
+            remove_materialized(materialized)
         return removed
 
     def close(self) -> None:

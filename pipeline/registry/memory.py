@@ -27,6 +27,7 @@ from pipeline.registry.base import (
     download_aside,
     materialized,
     refuse_if_used,
+    remove_materialized,
     remove_tree,
     versions_of,
 )
@@ -198,9 +199,7 @@ class InMemoryRegistry:
             removed = [f.digest for f in record.files if f.digest not in still and self.blobs.pop(f.digest, None)
                        is not None]
             if self._folder is not None and self.find(name, record.digest) is None:
-                folder = self._folder / record.digest.split(":", 1)[1]
-                if folder.exists():
-                    remove_tree(folder)
+                remove_materialized(self._folder / record.digest.split(":", 1)[1])
             return removed
 
     def close(self) -> None:

@@ -33,6 +33,7 @@ from pipeline.registry.base import (
     download_aside,
     materialized,
     refuse_if_used,
+    remove_materialized,
     remove_tree,
 )
 from pipeline.registry.hashing import ContentDigest, FileEntry, digest_content, is_skipped, list_files
@@ -530,6 +531,6 @@ class MlflowRegistry:
                 run = None
             if run is not None and run.data.tags.get("mlops.model") == name:  # mlops made it for this version
                 self._call(f"deleting the run of {record.ref}", "delete_run", raw.run_id)
-        if record.digest and self._folder(record).exists() and self.find(name, record.digest) is None:
-            remove_tree(self._folder(record))
+        if record.digest and self.find(name, record.digest) is None:
+            remove_materialized(self._folder(record))
         return []

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import InvalidInput, ModelLoadError
+from pipeline.runtime import linear
 from pipeline.runtime.columns import baseline_columns
 from pipeline.runtime.jsonio import dumps, loads
 from pipeline.runtime.model import MODEL_FILE, Model
@@ -150,6 +151,10 @@ class SklearnModel(Model):
             return sio.load(path, trusted=untrusted)
         except Exception as error:
             raise ModelLoadError(f"cannot load {path.name}: {type(error).__name__}: {error}") from error
+
+    def class_labels(self) -> list[str] | None:
+        classes = getattr(self.estimator, "classes_", None)
+        return [str(c) for c in classes] if classes is not None else None
 
     def predict(self, arrays: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         x = arrays[self.inputs[0].name]
@@ -378,17 +383,26 @@ FLAVOR_CLASSES: dict[str, type[Model]] = {
     "sklearn": SklearnModel, "onnx": OnnxModel, "python": PythonModel, "mlflow": MlflowModel}
 
 
-def load_model(model_dir: Path, flavor: str, baseline: Path | None = None) -> Model:
+def load_model(model_dir: Path, flavor: str, baseline: Path | None = None, compiled: Path | None = None) -> Model:
     """Load the model in ``model_dir`` as ``flavor``; ModelLoadError with the reason when it cannot be.
 
     A model that does not name its features takes them from ``baseline``'s header, when its width fits.
+    ``compiled``: where a linear scikit-learn model's NumPy form is kept (``pipeline.runtime.linear``,
+    read instead of importing scikit-learn, written after loading through it); only for a folder whose
+    content is verified, since the file is trusted as that content.
     """
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise ModelLoadError(f"model folder {model_dir} does not exist")
     if flavor not in FLAVOR_CLASSES:
         raise ModelLoadError(f"unknown flavor {flavor!r}; expected one of {', '.join(FLAVOR_CLASSES)}")
-    model = FLAVOR_CLASSES[flavor](model_dir, _read_options(model_dir))
+    options = _read_options(model_dir)
+    kept = linear.load(compiled, model_dir, options) if compiled is not None and flavor == "sklearn" else None
+    model = kept or FLAVOR_CLASSES[flavor](model_dir, options)
+    if compiled is not None and kept is None and isinstance(model, SklearnModel):
+        form = linear.from_estimator(model, model.estimator)
+        if form is not None:
+            linear.save(form, compiled)
     if baseline is not None and model.columns is None and flavor != "python":
         columns = baseline_columns(baseline)
         width = model.inputs[0].shape[-1] if len(model.inputs) == 1 and len(model.inputs[0].shape) == 2 else -1

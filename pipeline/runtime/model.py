@@ -79,6 +79,10 @@ class Model:
             row["description"] = "values of the columns " + ", ".join(self.columns)
         return row
 
+    def class_labels(self) -> list[str] | None:
+        """A classifier's labels, in the order of its probability columns (None: not a classifier, or unknown)."""
+        return None
+
     def default_outputs(self) -> list[str]:
         return [self.outputs[0].name]
 

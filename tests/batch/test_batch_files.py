@@ -268,6 +268,18 @@ def test_worker_processes_give_the_same_parts(project, tmp_path):
     assert read_output(tmp_path / "two").equals(read_output(tmp_path / "one"))
 
 
+def test_a_run_from_the_kept_linear_form_writes_what_scikit_learn_wrote(project, tmp_path):
+    for derived in (project.root / ".mlops" / "registry" / "materialized").glob("*.derived"):
+        shutil.rmtree(derived)
+    args = ["score-batch", "iris-classifier:1", "--input", str(project.root / "data" / "rows.parquet"),
+            "--id-column", "id"]
+    project.cli(*args, "--output", str(tmp_path / "first"))  # loads through scikit-learn, keeps the linear form
+    assert list((project.root / ".mlops" / "registry" / "materialized").glob("*.derived/linear-*.npz"))
+    second = project.process(*args, "--output", str(tmp_path / "second"))
+    assert second.returncode == 0, second.stderr
+    assert read_output(tmp_path / "second").equals(read_output(tmp_path / "first"))  # probabilities too
+
+
 @pytest.mark.slow
 def test_mlflow_flavor_matches_the_service(project, tmp_path):
     mlflow_sklearn = pytest.importorskip("mlflow.sklearn")

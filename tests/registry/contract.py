@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import IntegrityError, InUseError, ReferenceNotFound
+from pipeline.registry.base import derived_folder
 from pipeline.registry.hashing import working_tree_digest
 
 
@@ -98,6 +99,15 @@ class RegistryContract:
         registry.archive("iris", 2)
         assert registry.list_versions("iris") == []
         assert [v.version for v in registry.list_versions("iris", include_archived=True)] == [2]
+
+    def test_deleting_a_version_removes_its_copy_and_what_was_derived_from_it(self, registry, tmp_path):
+        registry.register("iris", model(tmp_path / "a", w="1"), flavor="sklearn")
+        folder = registry.materialize("iris", 1)
+        derived = derived_folder(folder)
+        derived.mkdir()
+        (derived / "linear.npz").write_text("x")
+        registry.delete("iris", 1)
+        assert not folder.exists() and not derived.exists()
 
     def test_deleted_version_numbers_are_never_reused(self, registry, tmp_path):
         registry.register("iris", model(tmp_path / "a", w="1"), flavor="sklearn")
