@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pipeline.apply.journal import Journal
-from pipeline.apply.rollout import Clock, SystemClock
+from pipeline.apply.rollout import Clock, RolloutStore, SystemClock
 from pipeline.apply.rollout_run import RolloutRun
 from pipeline.errors import MlopsError, ReferenceNotFound, TargetError
 from pipeline.plan.model import BuildData, DeployData, RemoveData
@@ -203,9 +203,21 @@ class Executor:
                               "cannot delete what runs there")
         if data.deployment:
             target.delete(data.endpoint, data.deployment)
+            self._abandon_rollout(data.endpoint, data.deployment)
         else:
             target.delete_endpoint(data.endpoint)
         return "deleted"
+
+    def _abandon_rollout(self, endpoint: str, deleted: str) -> None:
+        """A canary removed by a plan (its rollout was interrupted, and mlops.yaml no longer rolls that
+        version out) ends its rollout: saved as abandoned, so no status shows it in progress."""
+        store = RolloutStore(self.spec.state_dir() / "rollouts")
+        for state in store.all(endpoint):
+            if state.canary == deleted and state.active:
+                state.reason = (f"its canary was removed at {state.weight}%: mlops.yaml no longer rolls out "
+                                f"{state.model} (the apply that drove it had stopped)")
+                state.phase, state.weight, state.updated = "abandoned", 0, self.clock.now()
+                store.save(state)
 
     # -- helpers ---------------------------------------------------------------------------
 

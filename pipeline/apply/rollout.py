@@ -148,7 +148,7 @@ class RolloutState:
     canary: str
     model: str  # the version being rolled out ("iris:4")
     identity: str  # model digest, image and settings: a rerun resumes only the same rollout
-    phase: str = "step"  # mirror | step | paused | promoting | rolling_back | promoted | rolled_back
+    phase: str = "step"  # mirror | step | paused | promoting | rolling_back | promoted | rolled_back | abandoned
     step: int = 0  # index into the weights
     weight: int = 0  # the canary's live weight now (percent of the deployment's share)
     failures: int = 0

@@ -38,9 +38,14 @@ def rollout() -> None:
 @pass_app
 def status(app: App, endpoint: str, fmt: str) -> None:
     """Where each rollout of ENDPOINT stands: phase, step, weight, the last check against its limits."""
+    from pipeline.lockinfo import holder_is_dead
+
     states = _store(app, endpoint).all(endpoint)
+    holder = app.state_store().lock("status").holder()
+    driven = holder is not None and holder.get("operation") == "apply" and not holder_is_dead(holder)
     if fmt == "json":
-        click.echo(json.dumps([json.loads(s.to_json()) for s in states], indent=2))
+        click.echo(json.dumps([{**json.loads(s.to_json()), "interrupted": s.active and not driven} for s in states],
+                              indent=2))
         return
     if not states:
         click.echo(f"no rollout has run on endpoint {endpoint}")
@@ -59,6 +64,9 @@ def status(app: App, endpoint: str, fmt: str) -> None:
             click.echo(f"  last check: {state.last_check}")
         if state.failures:
             click.echo(f"  failed checks: {state.failures}")
+        if state.active and not driven:
+            click.echo(f"  interrupted: no mlops apply is running; the next one resumes it, or removes "
+                       f"{state.canary} if mlops.yaml no longer rolls out {state.model}")
 
 
 def _request(app: App, endpoint: str, deployment: str | None, command: str) -> None:

@@ -234,6 +234,31 @@ def test_an_apply_killed_at_step_2_resumes_at_step_2(made):
 
 
 @pytest.mark.slow
+def test_a_killed_rollout_shows_as_interrupted_and_a_revert_ends_it(made):
+    project = made(rollout(interval="3s"))
+    project.version(2)
+    with Load(project.url()) as load:
+        running = project.spawn("apply", "--yes")
+        wait_for(lambda: project.state().get("weight") == 20)
+        assert "interrupted" not in project.mlops("rollout", "status", "web").stdout  # an apply drives it
+        os.kill(running.pid, signal.SIGKILL)
+        running.wait()
+        status = project.mlops("rollout", "status", "web").stdout
+        assert "scorer:2 step, step 1/3, 20% to blue-canary" in status
+        assert "interrupted: no mlops apply is running" in status
+        project.version(1)  # the change is reverted before anyone applies again
+        reverted = project.mlops("apply", "--yes").stdout
+        time.sleep(0.5)
+    assert "outlived its rollout" in reverted
+    status = project.mlops("rollout", "status", "web").stdout
+    assert "scorer:2 abandoned" in status and "interrupted" not in status
+    assert "its canary was removed at 20%" in status
+    assert load.answers[-1] == (200, [1])
+    web = next(r for r in json.loads(project.mlops("status", "--format", "json").stdout) if r["endpoint"] == "web")
+    assert [d["name"] for d in web["deployments"]] == ["blue"]
+
+
+@pytest.mark.slow
 def test_pause_before_promote_waits_for_mlops_rollout_promote(made):
     project = made(rollout(steps="[50, 100]", pause_before_promote="true"))
     project.version(2)
