@@ -18,6 +18,7 @@ one line per problem with ``file:line:column``) and exits 1, never with a traceb
     ├── TargetError          a deployment target failed (with the service's log tail)
     │   └── HealthCheckFailed  a deployment never became ready
     ├── RolloutFailed        a canary failed its gates (or was aborted): traffic went back to stable
+    ├── RolloutRefused       that version was rolled back: not rolled out again until mlops rollout retry
     ├── ServeError           the scoring service cannot start (bad keys file, data folder)
     │   └── ModelLoadError   a model folder cannot be loaded (bad files, untrusted types, missing extra)
     └── InvalidInput         data a model cannot take (shape, type, names, null/NaN): the caller's
@@ -110,6 +111,10 @@ class HealthCheckFailed(TargetError):
 
 class RolloutFailed(MlopsError):
     """A progressive rollout was rolled back: the canary failed a gate, ran out of time, or was aborted."""
+
+
+class RolloutRefused(MlopsError):
+    """A version whose rollout was rolled back is not rolled out again until ``mlops rollout retry``."""
 
 
 class ServeError(MlopsError):

@@ -148,7 +148,9 @@ class RolloutState:
     canary: str
     model: str  # the version being rolled out ("iris:4")
     identity: str  # model digest, image and settings: a rerun resumes only the same rollout
-    phase: str = "step"  # mirror | step | paused | promoting | rolling_back | promoted | rolled_back | abandoned
+    # mirror | step | paused | promoting | rolling_back (active) | promoted | rolled_back | abandoned |
+    # retry (a rolled-back version an operator let the next apply try again)
+    phase: str = "step"
     step: int = 0  # index into the weights
     weight: int = 0  # the canary's live weight now (percent of the deployment's share)
     failures: int = 0

@@ -18,7 +18,7 @@ from typing import Any
 from pipeline.apply.journal import Journal
 from pipeline.apply.rollout import ABORT, PROMOTE, Clock, Controller, RolloutState, RolloutStore
 from pipeline.apply.rollout_meter import TargetMeter
-from pipeline.errors import RolloutFailed
+from pipeline.errors import RolloutFailed, RolloutRefused
 from pipeline.spec.model import Spec
 from pipeline.spec.rollout import DRIFT_METRICS, canary_name
 from pipeline.state import RUNNING, ObservedDeployment
@@ -86,7 +86,19 @@ class RolloutRun:
         self.target.deploy(replace(self.request, deployment=replace(self.deployment, name=self.canary)))
         self.say(f"canary {self.canary} runs {model.ref}")
 
+    def _refuse_a_rolled_back_version(self) -> None:
+        """A version whose rollout failed is not tried again by itself (as Argo Rollouts and Flagger keep a
+        failed revision): every later apply would send users to it again. A change of the version, its
+        image or its settings is a new rollout; ``mlops rollout retry`` lets the same one try again."""
+        saved = self.store.load(self.endpoint.name, self.deployment.name)
+        if saved is not None and saved.phase == "rolled_back" and saved.identity == self._identity():
+            raise RolloutRefused(
+                f"{saved.model} was rolled back from {self.deployment.key} ({saved.reason}); it is not tried "
+                f"again by itself: run mlops rollout retry {self.endpoint.name} --deployment "
+                f"{self.deployment.name} to try it again, or change the version in mlops.yaml")
+
     def run(self) -> str:
+        self._refuse_a_rolled_back_version()
         self.target.ensure_endpoint(self.endpoint)
         canary = self._canary()
         state = self._state(canary)

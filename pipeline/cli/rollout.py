@@ -1,4 +1,4 @@
-"""``mlops rollout status|promote|abort ENDPOINT``: watch a progressive rollout and decide for it.
+"""``mlops rollout status|promote|abort|retry ENDPOINT``: watch a progressive rollout and decide for it.
 
 The apply that drives a rollout reads the decision at its next tick (about a second); when no
 apply runs (it was stopped while paused), the next ``mlops apply`` acts on it as it resumes.
@@ -7,6 +7,7 @@ apply runs (it was stopped while paused), the next ``mlops apply`` acts on it as
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 
 import click
@@ -64,6 +65,9 @@ def status(app: App, endpoint: str, fmt: str) -> None:
             click.echo(f"  last check: {state.last_check}")
         if state.failures:
             click.echo(f"  failed checks: {state.failures}")
+        if state.phase == "rolled_back":
+            click.echo(f"  not tried again by itself: mlops rollout retry {endpoint} --deployment {state.deployment}"
+                       " lets the next apply try it, or change the version in mlops.yaml")
         if state.active and not driven:
             click.echo(f"  interrupted: no mlops apply is running; the next one resumes it, or removes "
                        f"{state.canary} if mlops.yaml no longer rolls out {state.model}")
@@ -101,6 +105,29 @@ def promote(app: App, endpoint: str, deployment: str | None) -> None:
 def abort(app: App, endpoint: str, deployment: str | None) -> None:
     """Roll back: all traffic to the stable version, the canary removed (recorded in the ledger)."""
     _request(app, endpoint, deployment, "abort")
+
+
+@rollout.command()
+@click.argument("endpoint")
+@click.option("--deployment", help="The deployment, when several of the endpoint were rolled back.")
+@pass_app
+def retry(app: App, endpoint: str, deployment: str | None) -> None:
+    """Let the next apply roll out again a version whose rollout was rolled back."""
+    store = _store(app, endpoint)
+    failed = [s for s in store.all(endpoint) if s.phase == "rolled_back"
+              and (deployment is None or s.deployment == deployment)]
+    if not failed:
+        raise MlopsError(f"no rolled-back rollout on endpoint {endpoint}"
+                         + (f" for deployment {deployment}" if deployment else "") + "; see mlops rollout status")
+    if len(failed) > 1:
+        raise MlopsError(f"endpoint {endpoint} has rolled-back rollouts of {', '.join(s.deployment for s in failed)}; "
+                         "name one with --deployment")
+    state = failed[0]
+    state.phase, state.updated = "retry", time.time()
+    state.history.append("retry requested by mlops rollout retry")
+    store.save(state)
+    click.echo(f"the next mlops apply rolls {state.model} out to {endpoint}/{state.deployment} again, from the "
+               "first step")
 
 
 COMMANDS = [rollout]

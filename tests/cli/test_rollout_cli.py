@@ -55,3 +55,14 @@ def test_promote_and_abort_leave_a_command_for_the_apply_that_drives_it(tmp_path
     assert store.take_command("web", "blue") is None  # taken once
     mlops(path, "abort", "web")
     assert store.take_command("web", "blue") == "abort"
+
+
+def test_retry_lets_the_next_apply_roll_a_rolled_back_version_out_again(tmp_path):
+    path, store = project(tmp_path)
+    assert "no rolled-back rollout on endpoint web" in mlops(path, "retry", "web").output
+    store.save(RolloutState("web", "blue", "blue-canary", "scorer:2", "x", phase="rolled_back",
+                            reason="halted at 10%: error_rate 5% > 1%"))
+    assert "not tried again by itself: mlops rollout retry web --deployment blue" in mlops(path, "status", "web").output
+    result = mlops(path, "retry", "web")
+    assert result.exit_code == 0 and "the next mlops apply rolls scorer:2 out to web/blue again" in result.output
+    assert store.load("web", "blue").phase == "retry"

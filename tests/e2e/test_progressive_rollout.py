@@ -211,6 +211,22 @@ def test_no_traffic_is_inconclusive_until_the_deadline_then_rolls_back(made):
     assert project.state()["phase"] == "rolled_back"
 
 
+@pytest.mark.slow
+def test_a_rolled_back_version_is_not_tried_again_until_mlops_rollout_retry(made):
+    project = made(rollout(steps="[50, 100]", progress_deadline="3s"))
+    project.version(2)
+    assert project.mlops("apply", "--yes", check=False).returncode == 1  # no traffic: rolled back at 3 s
+    again = project.mlops("apply", "--yes", check=False)
+    assert again.returncode == 1 and "scorer:2 was rolled back from web/blue" in again.stderr
+    assert "mlops rollout retry web --deployment blue" in again.stderr and "inconclusive" not in again.stdout
+    assert "not tried again by itself" in project.mlops("rollout", "status", "web").stdout
+    outcomes = [line.split("  ")[4] for line in project.mlops("history").stdout.splitlines() if line.startswith("#")]
+    assert outcomes[-2:] == ["rolled back", "failed"], outcomes  # the refusal is no second rollback
+    project.mlops("rollout", "retry", "web")
+    retried = project.mlops("apply", "--yes", check=False)
+    assert "canary blue-canary runs scorer:2" in retried.stdout and "no verdict within" in retried.stderr
+
+
 def wait_for(condition, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
