@@ -33,7 +33,8 @@ def run(raw):
     time.sleep(BEHAVIOUR.get("sleep", 0))
     if random.random() < BEHAVIOUR.get("fail", 0):
         raise RuntimeError("this version fails on some inputs")
-    return [BEHAVIOUR["answer"] for _ in rows]
+    spread = BEHAVIOUR.get("spread", 0)
+    return [BEHAVIOUR["answer"] + random.gauss(0, spread) if spread else BEHAVIOUR["answer"] for _ in rows]
 """
 
 SPEC = """\
@@ -67,8 +68,8 @@ def rollout(**fields: object) -> str:
 
 
 class Project:
-    def __init__(self, root: Path, target: str = "local"):
-        self.root, self.target = root, target
+    def __init__(self, root: Path, target: str = "local", collect: bool = False):
+        self.root, self.target, self.collect = root, target, collect
 
     def mlops(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         result = subprocess.run([sys.executable, "-m", "pipeline.cli.main", *args], cwd=self.root,
@@ -82,14 +83,17 @@ class Project:
         return subprocess.Popen([sys.executable, "-m", "pipeline.cli.main", *args], cwd=self.root,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
-    def version(self, answer: int, sleep: float = 0.0, fail: float = 0.0) -> None:
+    def version(self, answer: float, sleep: float = 0.0, fail: float = 0.0, spread: float = 0.0) -> None:
         folder = self.root / "models" / "scorer"
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "score.py").write_text(SCORE)
-        (folder / "behaviour.json").write_text(json.dumps({"answer": answer, "sleep": sleep, "fail": fail}))
+        behaviour = {"answer": answer, "sleep": sleep, "fail": fail, "spread": spread}
+        (folder / "behaviour.json").write_text(json.dumps(behaviour))
 
     def configure(self, rollout_text: str) -> None:
         text = SPEC.format(rollout=rollout_text)
+        if self.collect:  # what the drift gates read
+            text = text.replace("        rollout:", "        data_collector: {}\n        rollout:")
         if self.target != "local":  # a Docker target: the service runs in an environment image
             base = os.environ.get("MLOPS_TEST_BASE_IMAGE", "python:3.11-slim")
             text = text.replace("  local: {type: local}", f'  box: {{type: docker, base_image: "{base}"}}')
@@ -112,6 +116,7 @@ class Load:
 
     def __init__(self, url: str):
         self.url, self.answers, self.stop = url, [], threading.Event()
+        self.seen: set[tuple] = set()  # distinct (status, answer)
         self.thread = threading.Thread(target=self._send, daemon=True)
 
     def _send(self) -> None:
@@ -120,6 +125,7 @@ class Load:
                 try:
                     answer = client.post(f"{self.url}/score", json={"data": [[1.0, 2.0]]})
                     self.answers.append((answer.status_code, answer.json() if answer.status_code == 200 else None))
+                    self.seen.add((answer.status_code, tuple(answer.json()) if answer.status_code == 200 else None))
                 except httpx.HTTPError:
                     self.answers.append((0, None))
 
@@ -132,8 +138,8 @@ class Load:
         self.thread.join(10)
 
 
-def start(tmp_path: Path, rollout_text: str, target: str = "local", **first: float) -> Project:
-    project = Project(tmp_path / "repo", target)
+def start(tmp_path: Path, rollout_text: str, target: str = "local", collect: bool = False, **first: float) -> Project:
+    project = Project(tmp_path / "repo", target, collect)
     project.version(1, **first)
     project.configure(rollout_text)
     (project.root / ".gitignore").write_text(".mlops/\n")
@@ -149,8 +155,8 @@ def start(tmp_path: Path, rollout_text: str, target: str = "local", **first: flo
 def made(tmp_path):
     projects: list[Project] = []
 
-    def make(rollout_text: str, target: str = "local", **first: float) -> Project:
-        projects.append(start(tmp_path, rollout_text, target, **first))
+    def make(rollout_text: str, target: str = "local", collect: bool = False, **first: float) -> Project:
+        projects.append(start(tmp_path, rollout_text, target, collect, **first))
         return projects[-1]
 
     yield make
@@ -187,6 +193,29 @@ def test_a_canary_failing_some_inputs_is_rolled_back_at_its_first_step(made):
     assert load.answers[-1] == (200, [1])  # back on the stable version
     history = project.mlops("history").stdout
     assert "rolled back" in history and "halted at 50%: error_rate" in history and "> 1%" in history
+
+
+@pytest.mark.slow
+def test_a_canary_whose_predictions_drift_is_rolled_back(made):
+    gate = "{min_requests: 40, failure_limit: 1, metrics: [{name: prediction_drift, max: 0.25}]}"
+    project = made(rollout(steps="[50, 100]", analysis=gate), collect=True, spread=1.0)
+    project.version(2, spread=1.0)  # answers shifted by one standard deviation
+    with Load(project.url()) as load:
+        applied = project.mlops("apply", "--yes", check=False)
+    assert applied.returncode == 1, applied.stdout
+    assert "rolled back: halted at 50%: prediction_drift" in applied.stderr and "> 0.25" in applied.stderr
+    assert abs(load.answers[-1][1][0] - 1) < 6  # answered, by the stable version again
+
+
+@pytest.mark.slow
+def test_mirror_first_halts_a_failing_canary_before_any_user_gets_it(made):
+    project = made(rollout(steps="[50, 100]", mirror_first="2s"))
+    project.version(2, fail=1.0)
+    with Load(project.url()) as load:
+        applied = project.mlops("apply", "--yes", check=False)
+    assert applied.returncode == 1 and "mirror: every request copied to blue-canary" in applied.stdout
+    assert "rolled back: halted at mirror phase: error_rate" in applied.stderr and "step 1/2" not in applied.stdout
+    assert load.answers and load.seen == {(200, (1,))}  # only the stable version ever answered
 
 
 @pytest.mark.slow
