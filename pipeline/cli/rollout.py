@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import click
 
@@ -73,16 +75,22 @@ def status(app: App, endpoint: str, fmt: str) -> None:
                        f"{state.canary} if mlops.yaml no longer rolls out {state.model}")
 
 
+def _the_one(store, endpoint: str, deployment: str | None, which: Callable[[Any], bool], what: str):
+    """The one saved rollout of ENDPOINT (of ``--deployment``, when given) that ``which`` picks, or the error
+    saying there is none or several."""
+    found = [s for s in store.all(endpoint) if which(s) and (deployment is None or s.deployment == deployment)]
+    if not found:
+        raise MlopsError(f"no {what} on endpoint {endpoint}"
+                         + (f" for deployment {deployment}" if deployment else "") + "; see mlops rollout status")
+    if len(found) > 1:
+        raise MlopsError(f"endpoint {endpoint} has a {what} for each of {', '.join(s.deployment for s in found)}; "
+                         "name one with --deployment")
+    return found[0]
+
+
 def _request(app: App, endpoint: str, deployment: str | None, command: str) -> None:
     store = _store(app, endpoint)
-    active = [s for s in store.all(endpoint) if s.active and (deployment is None or s.deployment == deployment)]
-    if not active:
-        raise MlopsError(f"no rollout in progress on endpoint {endpoint}"
-                         + (f" for deployment {deployment}" if deployment else "") + "; see mlops rollout status")
-    if len(active) > 1:
-        raise MlopsError(f"endpoint {endpoint} has rollouts of {', '.join(s.deployment for s in active)}; "
-                         "name one with --deployment")
-    state = active[0]
+    state = _the_one(store, endpoint, deployment, lambda s: s.active, "rollout in progress")
     store.request(endpoint, state.deployment, command)
     what = "promotes it" if command == "promote" else "sends all traffic back to the stable version"
     click.echo(f"{command} requested for {endpoint}/{state.deployment} ({state.model}, {state.phase}): the "
@@ -114,15 +122,7 @@ def abort(app: App, endpoint: str, deployment: str | None) -> None:
 def retry(app: App, endpoint: str, deployment: str | None) -> None:
     """Let the next apply roll out again a version whose rollout was rolled back."""
     store = _store(app, endpoint)
-    failed = [s for s in store.all(endpoint) if s.phase == "rolled_back"
-              and (deployment is None or s.deployment == deployment)]
-    if not failed:
-        raise MlopsError(f"no rolled-back rollout on endpoint {endpoint}"
-                         + (f" for deployment {deployment}" if deployment else "") + "; see mlops rollout status")
-    if len(failed) > 1:
-        raise MlopsError(f"endpoint {endpoint} has rolled-back rollouts of {', '.join(s.deployment for s in failed)}; "
-                         "name one with --deployment")
-    state = failed[0]
+    state = _the_one(store, endpoint, deployment, lambda s: s.phase == "rolled_back", "rolled-back rollout")
     state.phase, state.updated = "retry", time.time()
     state.history.append("retry requested by mlops rollout retry")
     store.save(state)

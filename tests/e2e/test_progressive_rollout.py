@@ -263,15 +263,22 @@ def wait_for(condition, timeout: float = 60) -> None:
         time.sleep(0.1)
 
 
+def apply_killed_when(project: Project, reached, meanwhile=lambda: None) -> None:
+    """An apply killed with SIGKILL once its rollout has ``reached`` (a test of the saved state), after
+    ``meanwhile`` ran while it drives the rollout."""
+    running = project.spawn("apply", "--yes")
+    wait_for(lambda: reached(project.state()))
+    meanwhile()
+    os.kill(running.pid, signal.SIGKILL)
+    running.wait()
+
+
 @pytest.mark.slow
 def test_an_apply_killed_at_step_2_resumes_at_step_2(made):
     project = made(rollout(interval="3s"))
     project.version(2)
     with Load(project.url()) as load:
-        running = project.spawn("apply", "--yes")
-        wait_for(lambda: project.state().get("step") == 1 and project.state().get("weight") == 50)
-        os.kill(running.pid, signal.SIGKILL)
-        running.wait()
+        apply_killed_when(project, lambda state: state.get("step") == 1 and state.get("weight") == 50)
         resumed = project.mlops("apply", "--yes").stdout
     assert "resuming the rollout of scorer:2 at step 2 (50%)" in resumed
     assert "step 1/3" not in resumed and "step 2/3: 50%" in resumed and "promoted scorer:2" in resumed
@@ -281,13 +288,12 @@ def test_an_apply_killed_at_step_2_resumes_at_step_2(made):
 @pytest.mark.slow
 def test_a_killed_rollout_shows_as_interrupted_and_a_revert_ends_it(made):
     project = made(rollout(interval="3s"))
+    driven: list[str] = []
     project.version(2)
     with Load(project.url()) as load:
-        running = project.spawn("apply", "--yes")
-        wait_for(lambda: project.state().get("weight") == 20)
-        assert "interrupted" not in project.mlops("rollout", "status", "web").stdout  # an apply drives it
-        os.kill(running.pid, signal.SIGKILL)
-        running.wait()
+        apply_killed_when(project, lambda state: state.get("weight") == 20, meanwhile=lambda: driven.append(
+            project.mlops("rollout", "status", "web").stdout))
+        assert "interrupted" not in driven[0]  # an apply drove it
         status = project.mlops("rollout", "status", "web").stdout
         assert "scorer:2 step, step 1/3, 20% to blue-canary" in status
         assert "interrupted: no mlops apply is running" in status
