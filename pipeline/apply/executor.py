@@ -24,6 +24,7 @@ from pipeline.apply.rollout import Clock, RolloutStore, SystemClock
 from pipeline.apply.rollout_run import RolloutRun
 from pipeline.errors import MlopsError, ReferenceNotFound, TargetError
 from pipeline.plan.model import BuildData, DeployData, RemoveData
+from pipeline.registry.base import derived_folder
 from pipeline.spec.checks import VAR_REF
 from pipeline.spec.model import Spec, settings_digest
 from pipeline.state import ObservedDeployment
@@ -232,4 +233,4 @@ class Executor:
             version = found.version
         record = self.registry.get(name, version)
         path = self.registry.materialize(name, version)
-        return ResolvedModel(name, version, record.digest, record.flavor, path)
+        return ResolvedModel(name, version, record.digest, record.flavor, path, derived_folder(path))

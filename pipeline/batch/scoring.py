@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.errors import InvalidInput, MlopsError
-from pipeline.runtime import Model, linear, load_model
+from pipeline.runtime import Model, load_model
 from pipeline.runtime.jsonio import dumps, loads
 from pipeline.runtime.tensors import DTYPES
 
@@ -52,9 +52,8 @@ class ModelInfo:
     def load(self) -> Model:
         """The model, from its linear form when the registry keeps one (no scikit-learn import: most of a
         short run's time), else through its flavor (keeping that form for next time)."""
-        compiled = linear.cache_file(Path(self.derived_dir)) if self.derived_dir and self.flavor == "sklearn" else None
         return load_model(Path(self.model_dir), self.flavor, Path(self.baseline) if self.baseline else None,
-                          compiled=compiled)
+                          Path(self.derived_dir) if self.derived_dir else None)
 
 
 @dataclass

@@ -28,6 +28,7 @@ def serve(app: App, model_ref: str, port: int, host: str, keys_file: Path | None
     """
     from pipeline import keys as endpoint_keys
     from pipeline.errors import MlopsError
+    from pipeline.registry.base import derived_folder
     from pipeline.server.config import ServerConfig
     from pipeline.spec.model import DataCollector, ModelRef
 
@@ -42,7 +43,7 @@ def serve(app: App, model_ref: str, port: int, host: str, keys_file: Path | None
         endpoint_keys.ensure_keys(keys_file)
     config = ServerConfig(
         model_dir=model_dir, flavor=version.flavor, model_name=ref.name, model_version=version.version,
-        port=port, host=host, keys_file=keys_file, data_dir=data_dir,
+        port=port, host=host, keys_file=keys_file, data_dir=data_dir, derived_dir=derived_folder(model_dir),
         data_collector=DataCollector(enabled=data_dir is not None))
     folder = Path(tempfile.mkdtemp(prefix="mlops-serve-"))
     (folder / "server.json").write_text(config.to_json())

@@ -383,13 +383,14 @@ FLAVOR_CLASSES: dict[str, type[Model]] = {
     "sklearn": SklearnModel, "onnx": OnnxModel, "python": PythonModel, "mlflow": MlflowModel}
 
 
-def load_model(model_dir: Path, flavor: str, baseline: Path | None = None, compiled: Path | None = None) -> Model:
+def load_model(model_dir: Path, flavor: str, baseline: Path | None = None, derived_dir: Path | None = None) -> Model:
     """Load the model in ``model_dir`` as ``flavor``; ModelLoadError with the reason when it cannot be.
 
     A model that does not name its features takes them from ``baseline``'s header, when its width fits.
-    ``compiled``: where a linear scikit-learn model's NumPy form is kept (``pipeline.runtime.linear``,
-    read instead of importing scikit-learn, written after loading through it); only for a folder whose
-    content is verified, since the file is trusted as that content.
+    ``derived_dir``: the registry's folder for what derives from this verified version, where a linear
+    scikit-learn model's NumPy form is kept (``pipeline.runtime.linear``: read instead of importing
+    scikit-learn, written after loading through it); only for a verified folder, since what is kept
+    there is trusted as its content.
     """
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
@@ -397,7 +398,8 @@ def load_model(model_dir: Path, flavor: str, baseline: Path | None = None, compi
     if flavor not in FLAVOR_CLASSES:
         raise ModelLoadError(f"unknown flavor {flavor!r}; expected one of {', '.join(FLAVOR_CLASSES)}")
     options = _read_options(model_dir)
-    kept = linear.load(compiled, model_dir, options) if compiled is not None and flavor == "sklearn" else None
+    compiled = linear.cache_file(derived_dir) if derived_dir is not None and flavor == "sklearn" else None
+    kept = linear.load(compiled, model_dir, options) if compiled is not None else None
     model = kept or FLAVOR_CLASSES[flavor](model_dir, options)
     if compiled is not None and kept is None and isinstance(model, SklearnModel):
         form = linear.from_estimator(model, model.estimator)

@@ -63,6 +63,7 @@ class LinearModel(Model):
 
     flavor = "sklearn"
     platform = "sklearn_sklearn"
+    form = "its kept linear form"
 
     def __init__(self, model_dir: Path, options: dict[str, Any], kind: str, coef: np.ndarray,
                  intercept: np.ndarray, classes: np.ndarray | None,

@@ -34,6 +34,7 @@ class Model:
     flavor = ""
     platform = ""
     raw_text = False  # True: the model takes a request's raw text (Azure's score.py), not parsed rows
+    form = ""  # how it was loaded, when not from the flavor's own files (said in the service's ready line)
 
     def __init__(self, model_dir: Path, options: dict[str, Any]):
         self.model_dir = model_dir

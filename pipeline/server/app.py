@@ -153,7 +153,7 @@ class ScoringService:
         """Load and warm up the model (in a thread: liveness answers meanwhile, readiness waits)."""
         began = time.perf_counter()
         try:
-            model = load_model(self.config.model_dir, self.config.flavor, self.config.baseline)
+            model = load_model(self.config.model_dir, self.config.flavor, self.config.baseline, self.config.derived_dir)
             cost = model.warm_up()
         except Exception as error:
             self.load_error = str(error) if isinstance(error, ServeError) else f"{type(error).__name__}: {error}"
@@ -175,8 +175,9 @@ class ScoringService:
         self.model = model
         where = "inline" if self.inline else "in threads"
         batching = f"batches of up to {self.batcher.max_rows} rows" if self.batcher else "no batching"
+        what = ", ".join(filter(None, (model.flavor, model.form)))
         log.info("ready: %s:%s (%s) loaded in %.2f s; predict %s runs %s, %s", self.config.model_name,
-                 self.version, model.flavor, seconds, f"≈{cost * 1000:.2f} ms" if cost else "(not measured)",
+                 self.version, what, seconds, f"≈{cost * 1000:.2f} ms" if cost else "(not measured)",
                  where, batching)
 
     def _batcher(self, model: Model) -> Batcher | None:

@@ -39,6 +39,7 @@ class ServerConfig:
     data_collector: DataCollector = field(default_factory=DataCollector)
     data_dir: Path | None = None
     baseline: Path | None = None  # the model's baseline CSV: its header names the columns when the model cannot
+    derived_dir: Path | None = None  # the registry's folder for what derives from the model (its linear form)
     log_level: str = "info"
     log_file: Path | None = None  # rotated by size; None: stderr (a container's log)
     access_log: bool = False  # a line per request (also on at log_level debug): off, it costs throughput
@@ -63,7 +64,7 @@ class ServerConfig:
 
     def to_json(self) -> str:
         data = asdict(self)
-        for key in ("model_dir", "keys_file", "data_dir", "baseline", "log_file"):
+        for key in ("model_dir", "keys_file", "data_dir", "baseline", "derived_dir", "log_file"):
             data[key] = str(data[key]) if data[key] is not None else None
         return json.dumps(data, indent=2, sort_keys=True)
 
@@ -75,7 +76,7 @@ class ServerConfig:
             raise ValueError(f"unknown server config field(s): {', '.join(unknown)}")
         values = dict(data)
         values["model_dir"] = Path(values["model_dir"])
-        for key in ("keys_file", "data_dir", "baseline", "log_file"):
+        for key in ("keys_file", "data_dir", "baseline", "derived_dir", "log_file"):
             if values.get(key) is not None:
                 values[key] = Path(values[key])
         values["request_settings"] = RequestSettings(**values.get("request_settings") or {})

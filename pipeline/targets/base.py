@@ -27,6 +27,7 @@ class ResolvedModel:
     digest: str
     flavor: str
     path: Path  # read-only folder with the version's files
+    derived_dir: Path | None = None  # the registry's folder for what derives from them (pipeline.runtime.linear)
 
     @property
     def ref(self) -> str:
@@ -113,12 +114,15 @@ class Target(Protocol):
 
 
 def server_config(request: DeployRequest, *, port: int, model_dir: Path, keys_file: Path | None,
-                  data_dir: Path | None, host: str = "127.0.0.1", collection_sink: str | None = None) -> dict:
+                  data_dir: Path | None, host: str = "127.0.0.1", collection_sink: str | None = None,
+                  derived_dir: Path | None = None) -> dict:
     """The JSON the scoring service reads (``python -m pipeline.server --config FILE``).
 
     Targets write it without importing the server package (it sits below them in the layers);
     a contract test checks that the server's ``ServerConfig.from_json`` accepts it. ``collection_sink``
     (kubernetes, for a deployment that collects) makes ``data_dir`` a spool shipped to that URL.
+    ``derived_dir`` (a service on this machine, reading the registry's folders): where the model's
+    linear form is kept, so a restart need not import scikit-learn.
     """
     deployment = request.deployment
     sink = {"collection_sink": collection_sink} if collection_sink and deployment.data_collector.enabled else {}
@@ -138,4 +142,5 @@ def server_config(request: DeployRequest, *, port: int, model_dir: Path, keys_fi
         "baseline": str(model_dir / request.baseline) if request.baseline else None,
         "log_level": "info",
         **sink,
+        **({"derived_dir": str(derived_dir)} if derived_dir else {}),  # absent elsewhere: their configs unchanged
     }

@@ -30,7 +30,7 @@ class ProcessRunner:
         port = free_port(HOST)
         config = server_config(request, port=port, model_dir=request.model.path,
                                keys_file=target.keys_file(request.endpoint.name),
-                               data_dir=target.data_dir, host=HOST)
+                               data_dir=target.data_dir, host=HOST, derived_dir=request.model.derived_dir)
         config_path = target.root / "instances" / f"{instance}.json"
         log = target.root / "logs" / f"{instance}.log"
         _write(config_path, {**config, "log_file": str(log)})  # the service rotates it; stdout gets only a crash

@@ -55,9 +55,9 @@ def rows(count: int) -> dict[str, np.ndarray]:
 def test_the_kept_form_answers_as_scikit_learn_bit_for_bit(what, tmp_path):
     folder = saved(ESTIMATORS[what](), tmp_path / "model")
     kept = linear.cache_file(tmp_path / "derived")
-    through_sklearn = load_model(folder, "sklearn", compiled=kept)
+    through_sklearn = load_model(folder, "sklearn", derived_dir=kept.parent)
     assert isinstance(through_sklearn, SklearnModel) and kept.is_file()
-    again = load_model(folder, "sklearn", compiled=kept)
+    again = load_model(folder, "sklearn", derived_dir=kept.parent)
     assert isinstance(again, linear.LinearModel)
     assert (again.describe(), again.columns, again.allow_nan, again.class_labels()) == \
            (through_sklearn.describe(), through_sklearn.columns, through_sklearn.allow_nan,
@@ -75,12 +75,12 @@ def test_the_kept_form_answers_as_scikit_learn_bit_for_bit(what, tmp_path):
 def test_a_kept_model_loads_and_scores_without_importing_scikit_learn(tmp_path):
     folder = saved(ESTIMATORS["scaled logistic regression"](), tmp_path / "model")
     kept = linear.cache_file(tmp_path / "derived")
-    load_model(folder, "sklearn", compiled=kept)
+    load_model(folder, "sklearn", derived_dir=kept.parent)
     script = textwrap.dedent(f"""
         import sys
         from pathlib import Path
         from pipeline.runtime import load_model
-        model = load_model(Path({str(folder)!r}), "sklearn", compiled=Path({str(kept)!r}))
+        model = load_model(Path({str(folder)!r}), "sklearn", derived_dir=Path({str(kept.parent)!r}))
         payload, _, _ = model.prepare_rows([[1, 2, 3, 4, 5, 6]])
         model.predict(payload, ["predict", "predict_proba"])
         print(type(model).__name__, "sklearn" in sys.modules)
@@ -110,7 +110,7 @@ def test_a_form_that_answers_differently_is_not_kept(tmp_path, monkeypatch):
     original = linear.LinearModel._predict_proba
     monkeypatch.setattr(linear.LinearModel, "_predict_proba", lambda self, x: np.nextafter(original(self, x), 2))
     kept = linear.cache_file(tmp_path / "derived")
-    model = load_model(saved(ESTIMATORS["multinomial"](), tmp_path / "model"), "sklearn", compiled=kept)
+    model = load_model(saved(ESTIMATORS["multinomial"](), tmp_path / "model"), "sklearn", derived_dir=kept.parent)
     assert isinstance(model, SklearnModel) and not kept.exists()
 
 
@@ -119,8 +119,8 @@ def test_an_unreadable_kept_file_is_rebuilt(tmp_path):
     kept = linear.cache_file(tmp_path / "derived")
     kept.parent.mkdir()
     kept.write_bytes(b"PK\x03\x04 torn")
-    assert isinstance(load_model(folder, "sklearn", compiled=kept), SklearnModel)
-    assert isinstance(load_model(folder, "sklearn", compiled=kept), linear.LinearModel)
+    assert isinstance(load_model(folder, "sklearn", derived_dir=kept.parent), SklearnModel)
+    assert isinstance(load_model(folder, "sklearn", derived_dir=kept.parent), linear.LinearModel)
 
 
 def test_another_library_version_checks_again(tmp_path, monkeypatch):

@@ -175,3 +175,20 @@ def test_invocations_take_mlflow_bodies_for_every_flavor(serve, models, flavor):
         assert client.post("/invocations", json={"instances": ROWS}).json() == {"predictions": want}
         csv = client.post("/invocations", content=csv_body, headers={"Content-Type": "text/csv"})
         assert csv.json() == {"predictions": want}
+
+
+@pytest.mark.slow
+def test_a_linear_model_restarts_from_its_kept_form_with_the_same_answers(serve, models, tmp_path):
+    rows = np.random.default_rng(5).normal(size=(300, 4)).tolist()
+    answers = []
+    for _ in range(2):  # the first start keeps the linear form, the second loads it
+        served = serve(models["sklearn"], "sklearn", auth=False, derived_dir=str(tmp_path / "derived"))
+        with served.client() as client:
+            answers.append(client.post("/v2/models/iris/infer", json={"inputs": [
+                {"name": "input-0", "shape": [300, 4], "datatype": "FP64", "data": rows}],
+                "outputs": [{"name": "predict"}, {"name": "predict_proba"}]}).json()["outputs"])
+        served.stop()
+    ready = [next(line for line in (tmp_path / f"server{i}" / "server.log").read_text().splitlines()
+                  if "ready:" in line) for i in range(2)]
+    assert answers[0] == answers[1]
+    assert "(sklearn)" in ready[0] and "(sklearn, its kept linear form)" in ready[1], ready
