@@ -13,6 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import skops.io as sio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 from sklearn.linear_model import ElasticNet, Lasso, LinearRegression, LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
@@ -70,6 +73,49 @@ def test_the_kept_form_answers_as_scikit_learn_bit_for_bit(what, tmp_path):
         for name in outputs:
             assert actual[name].dtype == expected[name].dtype and actual[name].shape == expected[name].shape
             assert actual[name].tobytes() == expected[name].tobytes(), f"{name} differs on {count} rows"
+
+
+FINITE = st.floats(-1e4, 1e4, allow_nan=False, allow_infinity=False)
+
+
+@st.composite
+def fitted_by_hand(draw):
+    """A LogisticRegression or Ridge with drawn coefficients (no fit: any shape and scale), optionally after
+    a StandardScaler, and rows to score."""
+    width = draw(st.integers(1, 6))
+    classes = draw(st.sampled_from([0, 2, 3, 5]))  # 0: a regressor
+    estimator = LogisticRegression() if classes else Ridge()
+    shape = (1 if classes == 2 else classes, width) if classes else (width,)
+    estimator.coef_ = draw(arrays(np.float64, shape, elements=FINITE))
+    estimator.intercept_ = draw(arrays(np.float64, (shape[0],) if classes else (), elements=FINITE))
+    if classes:
+        estimator.classes_ = np.arange(classes) * 10
+    estimator.n_features_in_ = width
+    scalers = []
+    if draw(st.booleans()):
+        scaler = StandardScaler()
+        scaler.mean_ = draw(arrays(np.float64, width, elements=FINITE))
+        scaler.scale_ = draw(arrays(np.float64, width, elements=st.floats(1e-3, 1e3)))
+        scaler.var_, scaler.n_features_in_, scaler.n_samples_seen_ = scaler.scale_ ** 2, width, 10
+        scalers = [(scaler.mean_, scaler.scale_)]
+        estimator = make_pipeline(scaler, estimator)
+    rows = draw(arrays(np.float64, (draw(st.integers(1, 40)), width), elements=FINITE))
+    return estimator, scalers, rows
+
+
+@settings(max_examples=300, deadline=None)
+@given(fitted_by_hand())
+def test_the_linear_form_replicates_scikit_learn_for_any_coefficients(case):
+    estimator, scalers, rows = case
+    final = estimator[-1] if scalers else estimator
+    classifier = hasattr(final, "classes_")
+    form = linear.LinearModel(Path("."), {}, "classifier" if classifier else "regressor", final.coef_,
+                              np.asarray(final.intercept_), final.classes_ if classifier else None, scalers)
+    expected, actual = estimator.predict(rows.copy()), form._predict(rows.copy())
+    assert expected.dtype == actual.dtype and expected.tobytes() == actual.tobytes()
+    if classifier:
+        expected, actual = estimator.predict_proba(rows.copy()), form._predict_proba(rows.copy())
+        assert expected.dtype == actual.dtype and expected.tobytes() == actual.tobytes()
 
 
 def test_a_kept_model_loads_and_scores_without_importing_scikit_learn(tmp_path):
