@@ -10,8 +10,8 @@ product, SciPy's ``expit``, the softmax) give bit-identical answers on probe row
 carries the versions of scikit-learn, NumPy and SciPy it was checked with, so an upgrade checks
 again. What has a linear form: LogisticRegression, LinearRegression, Ridge, Lasso and ElasticNet,
 alone or as a Pipeline's last step after StandardScaler steps. Anything else — another estimator or
-step, a subclass (it may override ``predict``), sparse coefficients, object labels, a mismatch — is
-left to scikit-learn.
+step, a subclass (it may override ``predict``), sparse coefficients, object labels, a model that lets
+NaN through (``allow_nan`` in model.json), a mismatch — is left to scikit-learn.
 
 The file is derived from the model's verified content (its folder is named by the content digest):
 it is as trusted as that content, and is rebuilt whenever it is missing or unreadable.
@@ -145,6 +145,8 @@ def _scalers(estimator: Any) -> tuple[Any, list[tuple[np.ndarray | None, np.ndar
 
 def from_estimator(model: Model, estimator: Any) -> LinearModel | None:
     """The linear form of a loaded scikit-learn model, or None when it has none or answers differently."""
+    if model.allow_nan:  # NaN/inf would reach it (model.json): scikit-learn's own refusal of them is not replicated
+        return None
     found = _scalers(estimator)
     if found is None:
         return None

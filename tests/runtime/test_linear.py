@@ -152,6 +152,13 @@ def test_models_without_a_linear_form_are_left_to_scikit_learn(estimator, tmp_pa
     assert linear.from_estimator(model, estimator) is None
 
 
+def test_a_model_that_lets_nan_through_keeps_no_linear_form(tmp_path):
+    folder = saved(ESTIMATORS["multinomial"](), tmp_path / "model")
+    (folder / "model.json").write_text('{"allow_nan": true}')  # scikit-learn refuses NaN itself; the form would not
+    kept = linear.cache_file(tmp_path / "derived")
+    assert isinstance(load_model(folder, "sklearn", derived_dir=kept.parent), SklearnModel) and not kept.exists()
+
+
 def test_a_form_that_answers_differently_is_not_kept(tmp_path, monkeypatch):
     original = linear.LinearModel._predict_proba
     monkeypatch.setattr(linear.LinearModel, "_predict_proba", lambda self, x: np.nextafter(original(self, x), 2))
