@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pipeline
 from pipeline.builders import ImageBuilder
-from pipeline.builders.model_image import ModelImages, ModelLayer
+from pipeline.builders.model_image import ModelImages, ModelLayer, derived_dir
 from pipeline.errors import MlopsError
 
 FORMATS = ("oci-archive", "docker-archive")
@@ -119,7 +119,8 @@ def server_config(request: ExportRequest) -> dict:
             "model_version": request.model.version,
             "endpoint": request.endpoint or _slug(request.model.name), "deployment": request.deployment,
             "host": "0.0.0.0", "port": PORT, "keys_file": None, "data_dir": None,
-            "baseline": f"{MODEL_DIR}/{request.baseline}" if request.baseline else None, "log_level": "info"}
+            "baseline": f"{MODEL_DIR}/{request.baseline}" if request.baseline else None, "log_level": "info",
+            "derived_dir": derived_dir(MODEL_DIR)}  # the image's linear form of the model, when it has one
 
 
 def image_files(request: ExportRequest) -> tuple[dict[str, bytes], str]:

@@ -38,6 +38,7 @@ class ModelLayer:
     version: int
     digest: str  # the registry's content digest (sha256:...)
     path: Path  # the verified, materialized folder
+    flavor: str = ""
 
 
 def _hex12(digest: str) -> str:
@@ -55,6 +56,11 @@ def repository_of(ref: str) -> str:
     ref = ref.split("@", 1)[0]
     head, _, tail = ref.rpartition(":")
     return head if head and "/" not in tail else ref
+
+
+def derived_dir(model_dir: str) -> str:
+    """Where an image keeps what derives from its model (the linear form): beside it, as the registry does."""
+    return model_dir + ".derived"
 
 
 def dockerfile(base: str, model_dir: str, labels: dict[str, str], tail: str = "") -> str:
@@ -179,6 +185,9 @@ class ModelImages:
                   ENVIRONMENT_IMAGE_LABEL: env_ref}
         self.builds += 1
         self.images.progress(f"building {ref} (the model {model.name}:{model.version} on {env_ref})")
+        derived = self._linear_form(base, model)
+        if derived:
+            files, tail = {**(files or {}), **derived}, f"COPY derived {derived_dir(self.model_dir)}\n{tail}"
         build_context = context(base, self.model_dir, labels, model.path, files=files, tail=tail)
         try:
             for chunk in self.client.api.build(fileobj=build_context,
@@ -193,6 +202,55 @@ class ModelImages:
             remove_leftovers(self.client, project)
 
 
+    def _linear_form(self, base: str, model: ModelLayer) -> dict[str, bytes]:
+        """``derived/<file>`` of the model's linear form (``pipeline.runtime.linear``), computed in a container
+        of the environment image, without network: the form must be checked with the libraries the image
+        serves with, not this machine's. Best effort: none (the service then loads through scikit-learn)
+        for another flavor or model, or when the container fails."""
+        if model.flavor != "sklearn":
+            return {}
+        import docker
+
+        script = "import sys; from pipeline.runtime.linear import keep; print(keep(sys.argv[1], sys.argv[2]))"
+        client, container = self.client, None
+        try:
+            container = client.containers.create(
+                base, ["python", "-c", script, "/tmp/mlops-model", "/tmp/mlops-derived"], network_disabled=True,
+                environment={"PYTHONDONTWRITEBYTECODE": "1"}, labels={PROJECT_LABEL: self.images.spec.project_id()})
+            container.put_archive("/tmp", _folder_tar(model.path, "mlops-model"))
+            container.start()
+            status = container.wait(timeout=300).get("StatusCode")
+            said = container.logs().decode(errors="replace").strip()
+            if status != 0:
+                self.images.progress(f"no linear form in the image: {said[-300:]}")
+                return {}
+            try:
+                stream, _ = container.get_archive("/tmp/mlops-derived")
+            except docker.errors.NotFound:
+                return {}
+            with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+                return {f"derived/{Path(member.name).name}": tar.extractfile(member).read()  # type: ignore[union-attr]
+                        for member in tar.getmembers() if member.isfile() and member.name.endswith(".npz")
+                        and not Path(member.name).name.startswith(".")}
+        except Exception as error:  # the SDK's API, connection and timeout errors, a torn archive: none kept
+            self.images.progress(f"no linear form in the image: {type(error).__name__}: {error}")
+            return {}
+        finally:
+            if container is not None:
+                try:
+                    container.remove(force=True)
+                except docker.errors.DockerException:
+                    pass
+
+
+def _folder_tar(folder: Path, name: str) -> bytes:
+    """``folder``'s regular files under ``name/``, as a tar for ``put_archive``."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(folder, arcname=name)
+    return buffer.getvalue()
+
+
 def model_layer(model) -> ModelLayer:
     """A target's resolved model (``targets.base.ResolvedModel``, read by its fields) as a layer."""
-    return ModelLayer(model.name, model.version, model.digest, Path(model.path))
+    return ModelLayer(model.name, model.version, model.digest, Path(model.path), model.flavor)

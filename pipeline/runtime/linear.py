@@ -213,13 +213,33 @@ def save(linear: LinearModel, path: Path) -> None:
         handle, temp = tempfile.mkstemp(dir=path.parent, prefix=".writing-", suffix=".npz")
         try:
             with os.fdopen(handle, "wb") as file:
-                np.savez(file, allow_pickle=False, **arrays)
+                _write_npz(file, arrays)
             os.replace(temp, path)
         finally:
             if os.path.exists(temp):
                 os.unlink(temp)
     except OSError as error:  # a read-only registry: next time loads through scikit-learn again
         log.info("linear form not written to %s: %s", path, error)
+
+
+def _write_npz(file: Any, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez``'s format (what ``np.load`` reads), with fixed entry times and order: the same model
+    makes the same bytes, so an image layer that carries the file is reproducible."""
+    with zipfile.ZipFile(file, "w", zipfile.ZIP_STORED) as archive:
+        for name in sorted(arrays):
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with archive.open(info, "w", force_zip64=True) as entry:
+                np.lib.format.write_array(entry, np.asarray(arrays[name]), allow_pickle=False)
+
+
+def keep(model_dir: str, folder: str) -> str:
+    """Load ``model_dir`` as scikit-learn and keep its linear form in ``folder`` when it has one: what a
+    model image's build runs inside its environment image, whose libraries the form must be checked with."""
+    from pipeline.runtime.flavors import load_model
+
+    model = load_model(Path(model_dir), "sklearn", derived_dir=Path(folder))
+    kept = cache_file(Path(folder))
+    return f"kept {kept.name}" if kept.is_file() else f"no linear form for this {type(model).__name__}"
 
 
 def load(path: Path, model_dir: Path, options: dict[str, Any]) -> LinearModel | None:

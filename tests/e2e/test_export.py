@@ -118,6 +118,7 @@ def test_the_bundle_loads_and_answers_on_a_fresh_engine_without_network(bundle, 
     assert answers["score"] and answers["infer"]["outputs"]
     assert answers["meta"]["name"] == MODEL and [str(v) for v in answers["meta"]["versions"]] == ["1"]
     assert list(inspect["NetworkSettings"]["Networks"]) == ["none"]
+    assert "(sklearn, its kept linear form)" in logs  # computed in the environment image when it was built
     print(f"\nexport: tarball {tarball.stat().st_size / 1e6:.1f} MB, image {info['image_size'] / 1e6:.1f} MB; "
           f"docker load -> first answered request {first_answer:.1f} s")
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -174,6 +175,17 @@ def test_an_unreadable_kept_file_is_rebuilt(tmp_path):
     kept.write_bytes(b"PK\x03\x04 torn")
     assert isinstance(load_model(folder, "sklearn", derived_dir=kept.parent), SklearnModel)
     assert isinstance(load_model(folder, "sklearn", derived_dir=kept.parent), linear.LinearModel)
+
+
+def test_the_same_model_keeps_the_same_bytes(tmp_path):  # so a model image that carries the form is reproducible
+    folder = saved(ESTIMATORS["scaled logistic regression"](), tmp_path / "model")
+    kept = [linear.cache_file(tmp_path / name) for name in ("one", "two")]
+    for file in kept:
+        load_model(folder, "sklearn", derived_dir=file.parent)
+    assert kept[0].read_bytes() == kept[1].read_bytes()
+    with zipfile.ZipFile(kept[0]) as archive:  # no time of writing inside
+        assert {entry.date_time for entry in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+    assert linear.keep(str(folder), str(tmp_path / "one")) == f"kept {kept[0].name}"
 
 
 def test_another_library_version_checks_again(tmp_path, monkeypatch):

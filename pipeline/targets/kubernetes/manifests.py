@@ -220,9 +220,12 @@ def sink_url(endpoint: str, namespace: str) -> str:
 def scoring_config(request: DeployRequest, namespace: str = "default") -> dict:
     """The service's JSON config, with the paths as they are inside the pod; a collecting deployment
     spools at ``DATA_DIR`` and ships to the endpoint's sink."""
+    from pipeline.builders.model_image import derived_dir
+
     config = server_config(request, port=PORT, model_dir=Path(MODEL_DIR), keys_file=Path(KEYS_DIR) / KEYS_FILE,
                            data_dir=Path(DATA_DIR), host="0.0.0.0",  # noqa: S104 - the pod's network only
-                           collection_sink=sink_url(request.endpoint.name, namespace))
+                           collection_sink=sink_url(request.endpoint.name, namespace),
+                           derived_dir=Path(derived_dir(MODEL_DIR)))  # the model image's linear form, if any
     if "collection_sink" in config:
         config["collection_grace_seconds"] = SHIP_GRACE_SECONDS
     return config

@@ -159,7 +159,7 @@ def images(example, docker_engine, registry):
                                          target.base_image))
     env_seconds = time.monotonic() - started
     model_path = example.root / "models" / "iris"
-    layer = ModelLayer("iris-classifier", 1, digest_content(model_path).digest, model_path)
+    layer = ModelLayer("iris-classifier", 1, digest_content(model_path).digest, model_path, "sklearn")
     models = ModelImages(builder, target.image_repository, None, manifests.MODEL_DIR)
     started = time.monotonic()
     pinned = models.build(env_ref, layer)
@@ -189,12 +189,15 @@ def test_model_image_holds_the_model_read_only_and_is_not_rebuilt(images, docker
     env = docker_engine.images.get(images["env"])
     assert local.labels["mlops.model"] == "iris-classifier" and local.labels["mlops.model-digest"] == layer.digest
     layers, env_layers = local.attrs["RootFS"]["Layers"], env.attrs["RootFS"]["Layers"]
-    assert layers[:-1] == env_layers and len(layers) == len(env_layers) + 1  # one COPY layer, nothing else
+    # two COPY layers, nothing else: the model, and its linear form computed in the environment image
+    assert layers[:-2] == env_layers and len(layers) == len(env_layers) + 2
+    derived = f"{manifests.MODEL_DIR}.derived"
     listing = docker_engine.containers.run(
-        pinned, ["sh", "-c", f"stat -c '%U %a %n' {manifests.MODEL_DIR} {manifests.MODEL_DIR}/*"], remove=True,
-        user=str(manifests.UID)).decode()
+        pinned, ["sh", "-c", f"stat -c '%U %a %n' {manifests.MODEL_DIR} {manifests.MODEL_DIR}/* {derived}/*"],
+        remove=True, user=str(manifests.UID)).decode()
     lines = {path: [owner, mode] for owner, mode, path in (line.split(" ", 2) for line in listing.splitlines())}
     assert lines[f"{manifests.MODEL_DIR}/model.skops"] == ["root", "444"]
+    assert [mode for path, mode in lines.items() if path.startswith(f"{derived}/linear-")] == [["root", "444"]]
     assert all(owner == "root" and mode in ("444", "555", "755") for owner, mode in lines.values())
 
 
