@@ -260,8 +260,10 @@ def test_podman_kube_play_serves_score_and_open_inference(example, images, podma
         assert outputs and outputs[0]["data"] == predictions
         print(f"\nready after {ready_seconds:.1f} s; builds {images['seconds'][0]:.1f} s (environment), "
               f"{images['seconds'][1]:.1f} s (model)\nPOST /score -> {score.text}\nPOST infer -> {infer.text}")
-        running = podman("ps", "--format", "{{.Image}}").stdout.split()
-        assert images["model"] in running  # the pod runs the model image by digest, as pulled from the registry
+        running = podman("ps", "--format", "{{.Image}}\t{{.Names}}").stdout.splitlines()
+        name = next(line.split("\t")[1] for line in running if line.startswith(images["model"] + "\t"))
+        logs = podman("logs", name, check=False)  # the pod runs the model image by digest, as pulled
+        assert "(sklearn, its kept linear form)" in logs.stdout + logs.stderr  # the one the image carries
     finally:
         podman("kube", "down", str(play), check=False)
     assert podman("pod", "ps", "-q").stdout.strip() == ""
