@@ -15,6 +15,7 @@ from pathlib import Path
 
 import git
 import httpx
+import numpy as np
 import pytest
 
 SCORE = """\
@@ -69,7 +70,7 @@ def rollout(**fields: object) -> str:
 
 class Project:
     def __init__(self, root: Path, target: str = "local", collect: bool = False):
-        self.root, self.target, self.collect = root, target, collect
+        self.root, self.target, self.collect = root, target, collect  # collect: and a baseline to compare with
 
     def mlops(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         result = subprocess.run([sys.executable, "-m", "pipeline.cli.main", *args], cwd=self.root,
@@ -94,6 +95,9 @@ class Project:
         text = SPEC.format(rollout=rollout_text)
         if self.collect:  # what the drift gates read
             text = text.replace("        rollout:", "        data_collector: {}\n        rollout:")
+            text = text.replace("flavor: python}", "flavor: python, baseline: baseline.csv}")
+            rows = "\n".join(f"{x:.3f},{y:.3f}" for x, y in np.random.default_rng(1).normal(size=(400, 2)))
+            (self.root / "baseline.csv").write_text(f"x,y\n{rows}\n")
         if self.target != "local":  # a Docker target: the service runs in an environment image
             base = os.environ.get("MLOPS_TEST_BASE_IMAGE", "python:3.11-slim")
             text = text.replace("  local: {type: local}", f'  box: {{type: docker, base_image: "{base}"}}')
@@ -205,6 +209,17 @@ def test_a_canary_whose_predictions_drift_is_rolled_back(made):
     assert applied.returncode == 1, applied.stdout
     assert "rolled back: halted at 50%: prediction_drift" in applied.stderr and "> 0.25" in applied.stderr
     assert abs(load.answers[-1][1][0] - 1) < 6  # answered, by the stable version again
+
+
+@pytest.mark.slow
+def test_a_canary_whose_traffic_drifts_from_the_baseline_is_rolled_back(made):
+    gate = "{min_requests: 40, failure_limit: 1, metrics: [{name: input_drift, max: 0.25}]}"
+    project = made(rollout(steps="[50, 100]", analysis=gate), collect=True)
+    project.version(2)
+    with Load(project.url()):  # every request sends [1.0, 2.0]: far from the baseline's N(0, 1) columns
+        applied = project.mlops("apply", "--yes", check=False)
+    assert applied.returncode == 1, applied.stdout
+    assert "rolled back: halted at 50%: input_drift" in applied.stderr and "> 0.25" in applied.stderr
 
 
 @pytest.mark.slow
