@@ -212,7 +212,7 @@ class Executor:
     def _abandon_rollout(self, endpoint: str, deleted: str) -> None:
         """A canary removed by a plan (its rollout was interrupted, and mlops.yaml no longer rolls that
         version out) ends its rollout: saved as abandoned, so no status shows it in progress."""
-        store = RolloutStore(self.spec.state_dir() / "rollouts")
+        store = RolloutStore.under(self.spec.state_dir())
         for state in store.all(endpoint):
             if state.canary == deleted and state.active:
                 state.reason = (f"its canary was removed at {state.weight}%: mlops.yaml no longer rolls out "

@@ -182,6 +182,11 @@ class RolloutStore:
     def __init__(self, folder: Path):
         self.folder = folder
 
+    @classmethod
+    def under(cls, state_dir: Path) -> RolloutStore:
+        """The store of a state folder (``.mlops/``): its ``rollouts/``."""
+        return cls(state_dir / "rollouts")
+
     def _path(self, endpoint: str, deployment: str, suffix: str) -> Path:
         return self.folder / endpoint / f"{deployment}{suffix}"
 

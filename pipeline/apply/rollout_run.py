@@ -41,7 +41,7 @@ class RolloutRun:
         self.endpoint, self.deployment = request.endpoint, request.deployment
         self.rollout = self.deployment.rollout
         self.canary = canary_name(self.deployment.name)
-        self.store = RolloutStore(spec.state_dir() / "rollouts")
+        self.store = RolloutStore.under(spec.state_dir())
 
     def _identity(self) -> str:
         return f"{self.request.model.digest}|{self.request.image}|{self.request.settings_digest}"

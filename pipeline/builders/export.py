@@ -26,8 +26,9 @@ from pathlib import Path
 
 import pipeline
 from pipeline.builders import ImageBuilder
-from pipeline.builders.model_image import ModelImages, ModelLayer, derived_dir
+from pipeline.builders.model_image import ModelImages, ModelLayer
 from pipeline.errors import MlopsError
+from pipeline.registry.base import derived_folder
 
 FORMATS = ("oci-archive", "docker-archive")
 PORT = 8080
@@ -78,8 +79,7 @@ os.execv(sys.executable, [sys.executable, "-m", "pipeline.server", "--config", p
 class ExportRequest:
     """What to export: a registered model version (materialized) on an environment of the spec."""
 
-    model: ModelLayer
-    flavor: str
+    model: ModelLayer  # its flavor too
     environment: str
     output: Path
     format: str = "oci-archive"
@@ -115,12 +115,12 @@ def _git(root: Path, *args: str) -> str | None:
 
 def server_config(request: ExportRequest) -> dict:
     """The ServerConfig JSON baked in: no keys file (the start script adds one from the environment)."""
-    return {"model_dir": MODEL_DIR, "flavor": request.flavor, "model_name": request.model.name,
+    return {"model_dir": MODEL_DIR, "flavor": request.model.flavor, "model_name": request.model.name,
             "model_version": request.model.version,
             "endpoint": request.endpoint or _slug(request.model.name), "deployment": request.deployment,
             "host": "0.0.0.0", "port": PORT, "keys_file": None, "data_dir": None,
             "baseline": f"{MODEL_DIR}/{request.baseline}" if request.baseline else None, "log_level": "info",
-            "derived_dir": derived_dir(MODEL_DIR)}  # the image's linear form of the model, when it has one
+            "derived_dir": str(derived_folder(Path(MODEL_DIR)))}  # the image's linear form, when it has one
 
 
 def image_files(request: ExportRequest) -> tuple[dict[str, bytes], str]:
@@ -373,7 +373,7 @@ def export(builder: ImageBuilder, request: ExportRequest, progress: Callable[[st
     tar_sha = sha256_file(tarball)
     bundle = {
         "format_version": 1, "model": request.model.name, "version": request.model.version,
-        "digest": request.model.digest, "flavor": request.flavor, "environment": request.environment,
+        "digest": request.model.digest, "flavor": request.model.flavor, "environment": request.environment,
         "environment_image": env_ref, "image": ref, "image_id": image.id, "image_size": image.attrs.get("Size", 0),
         "platform": f"{image.attrs.get('Os', 'linux')}/{image.attrs.get('Architecture', 'amd64')}",
         "format": request.format, "tarball": tarball.name, "tarball_size": tarball.stat().st_size,

@@ -23,6 +23,7 @@ from pathlib import Path
 from pipeline.builders import MODEL_LABEL, PROJECT_LABEL, ImageBuilder, remove_leftovers
 from pipeline.builders.base import image_exists
 from pipeline.errors import BuildError
+from pipeline.registry.base import derived_folder  # an image keeps them where the registry does: beside the model
 
 MODEL_VERSION_LABEL = "mlops.model-version"
 MODEL_DIGEST_LABEL = "mlops.model-digest"
@@ -56,11 +57,6 @@ def repository_of(ref: str) -> str:
     ref = ref.split("@", 1)[0]
     head, _, tail = ref.rpartition(":")
     return head if head and "/" not in tail else ref
-
-
-def derived_dir(model_dir: str) -> str:
-    """Where an image keeps what derives from its model (the linear form): beside it, as the registry does."""
-    return model_dir + ".derived"
 
 
 def dockerfile(base: str, model_dir: str, labels: dict[str, str], tail: str = "") -> str:
@@ -187,7 +183,7 @@ class ModelImages:
         self.images.progress(f"building {ref} (the model {model.name}:{model.version} on {env_ref})")
         derived = self._linear_form(base, model)
         if derived:
-            files, tail = {**(files or {}), **derived}, f"COPY derived {derived_dir(self.model_dir)}\n{tail}"
+            files, tail = {**(files or {}), **derived}, f"COPY derived {derived_folder(Path(self.model_dir))}\n{tail}"
         build_context = context(base, self.model_dir, labels, model.path, files=files, tail=tail)
         try:
             for chunk in self.client.api.build(fileobj=build_context,
@@ -219,9 +215,8 @@ class ModelImages:
                 environment={"PYTHONDONTWRITEBYTECODE": "1"}, labels={PROJECT_LABEL: self.images.spec.project_id()})
             container.put_archive("/tmp", _folder_tar(model.path, "mlops-model"))
             container.start()
-            status = container.wait(timeout=300).get("StatusCode")
-            said = container.logs().decode(errors="replace").strip()
-            if status != 0:
+            if container.wait(timeout=300).get("StatusCode") != 0:
+                said = container.logs().decode(errors="replace").strip()
                 self.images.progress(f"no linear form in the image: {said[-300:]}")
                 return {}
             try:

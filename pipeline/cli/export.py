@@ -63,7 +63,7 @@ def export_command(app: App, source: str, output: Path, fmt: str, environment: s
         raise MlopsError(f"cannot load {info.name}:{info.version}: {error}") from None
     baseline = _baseline(spec, info.name, Path(info.model_dir))
     request = ExportRequest(
-        model=ModelLayer(info.name, info.version, info.digest, Path(info.model_dir), info.flavor), flavor=info.flavor,
+        model=ModelLayer(info.name, info.version, info.digest, Path(info.model_dir), info.flavor),
         environment=_environment(app, info, environment), output=output, format=fmt, base_image=base_image,
         signature=signature, baseline=Path(baseline).relative_to(info.model_dir).as_posix() if baseline else None,
         overwrite=overwrite)

@@ -23,7 +23,7 @@ def _store(app: App, endpoint: str):
 
     if endpoint not in app.spec().endpoints:
         raise ReferenceNotFound(f"no endpoint '{endpoint}' in {app.file}")
-    return RolloutStore(app.state_dir() / "rollouts")
+    return RolloutStore.under(app.state_dir())
 
 
 def _moment(seconds: float) -> str:

@@ -407,7 +407,7 @@ def load_model(model_dir: Path, flavor: str, baseline: Path | None = None, deriv
             linear.save(form, compiled)
     if baseline is not None and model.columns is None and flavor != "python":
         columns = baseline_columns(baseline)
-        width = model.inputs[0].shape[-1] if len(model.inputs) == 1 and len(model.inputs[0].shape) == 2 else -1
+        width = model.row_width
         if width not in (-1, len(columns)):
             raise ModelLoadError(f"baseline {baseline} has {len(columns)} columns but the model takes {width} features")
         model.columns = columns

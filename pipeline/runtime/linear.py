@@ -174,7 +174,7 @@ def _copy_description(source: Model, target: Model) -> None:
 def _answers_alike(model: Model, linear: LinearModel) -> bool:
     """Whether both give the same bits, dtypes and shapes for every output on probe rows: normal ones,
     large ones (saturated probabilities), and zeros."""
-    width = model.inputs[0].shape[-1] if len(model.inputs) == 1 and len(model.inputs[0].shape) == 2 else -1
+    width = model.row_width
     if width <= 0:
         return False
     rng = np.random.default_rng(0)

@@ -196,12 +196,16 @@ class Model:
             refuse_missing_values("'data'", matrix)
         return matrix
 
+    @property
+    def row_width(self) -> int:
+        """The number of features in a row, for a single input of rows; -1 when unknown."""
+        return self.inputs[0].shape[-1] if len(self.inputs) == 1 and len(self.inputs[0].shape) == 2 else -1
+
     # -- warm-up ----------------------------------------------------------------------------------
     def synthetic_example(self) -> Any:
         """One row of zeros when the input width is known (a harmless warm-up), else None."""
-        if len(self.inputs) == 1 and len(self.inputs[0].shape) == 2 and self.inputs[0].shape[1] > 0 \
-                and self.inputs[0].datatype != "BYTES":
-            return [[0] * self.inputs[0].shape[1]]
+        if self.row_width > 0 and self.inputs[0].datatype != "BYTES":
+            return [[0] * self.row_width]
         return None
 
     def warm_up(self) -> float | None:

@@ -130,7 +130,7 @@ class EdgeTarget:
         labels = {"mlops.project": self.project, "mlops.target": self.name, "mlops.endpoint": endpoint.name,
                   "mlops.deployment": deployment.name}
         result = export(self._images(), ExportRequest(
-            model=model_layer(model), flavor=model.flavor, environment=deployment.environment, output=folder,
+            model=model_layer(model), environment=deployment.environment, output=folder,
             format=self.target.format, base_image=self.target.base_image, signature=signature,
             baseline=request.baseline, overwrite=True, endpoint=endpoint.name, deployment=deployment.name,
             labels=labels), progress=self.progress)

@@ -114,12 +114,12 @@ def test_rollback_routes_back_and_says_why(spec):
         rollout(spec, target)
     assert traffic(target)[-1] == {"blue": 100}
     assert {d.name: d.model for d in target.observe()[1]} == {"blue": "scorer:1"}
-    assert RolloutStore(spec.state_dir() / "rollouts").load("web", "blue").phase == "rolled_back"
+    assert RolloutStore.under(spec.state_dir()).load("web", "blue").phase == "rolled_back"
 
 
 def test_a_rerun_resumes_while_the_canary_runs_and_starts_over_without_it(spec):
     target = serving(spec)
-    store = RolloutStore(spec.state_dir() / "rollouts")
+    store = RolloutStore.under(spec.state_dir())
     store.save(RolloutState("web", "blue", "blue-canary", "scorer:2", "sha256:2|None|", step=1, weight=50))
     base = request(spec, 2)
     target.deploy(replace(base, deployment=replace(base.deployment, name="blue-canary")))

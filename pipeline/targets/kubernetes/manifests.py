@@ -35,6 +35,7 @@ from typing import Any
 
 from pipeline import __version__
 from pipeline.errors import TargetError
+from pipeline.registry.base import derived_folder  # the model image keeps its derived files where the registry does
 from pipeline.server.router import READY_PATH
 from pipeline.spec.model import CollectionStorage, Deployment, Endpoint, GatewayRef, Probe, ResourceAmounts, Spec
 from pipeline.spec.model import Target as TargetSpec
@@ -220,12 +221,10 @@ def sink_url(endpoint: str, namespace: str) -> str:
 def scoring_config(request: DeployRequest, namespace: str = "default") -> dict:
     """The service's JSON config, with the paths as they are inside the pod; a collecting deployment
     spools at ``DATA_DIR`` and ships to the endpoint's sink."""
-    from pipeline.builders.model_image import derived_dir
-
     config = server_config(request, port=PORT, model_dir=Path(MODEL_DIR), keys_file=Path(KEYS_DIR) / KEYS_FILE,
                            data_dir=Path(DATA_DIR), host="0.0.0.0",  # noqa: S104 - the pod's network only
                            collection_sink=sink_url(request.endpoint.name, namespace),
-                           derived_dir=Path(derived_dir(MODEL_DIR)))  # the model image's linear form, if any
+                           derived_dir=derived_folder(Path(MODEL_DIR)))  # the model image's linear form, if any
     if "collection_sink" in config:
         config["collection_grace_seconds"] = SHIP_GRACE_SECONDS
     return config
